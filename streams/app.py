@@ -1,0 +1,120 @@
+"""The one Faust app and its topology: topics, codecs and tables.
+
+Topic names come from :mod:`streams.policy.routing`; delay tiers are derived from the
+configured schedules, so the app is built from settings at start-up rather than at import.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.codecs import codec_name, register_codecs
+from streams.policy import backoff, routing
+from streams.policy.model import Action
+from streams.settings import Settings
+
+# Faust's slow-processing warnings and commit livelock checks must outlast the longest hold
+# in a delay tier: a held record is waiting on purpose, not stuck.
+_HOLD_MARGIN_S = 60.0
+
+
+@dataclass
+class Topology:
+    app: faust.App
+    settings: Settings
+    tiers: tuple[int, ...]
+    raw: Any
+    enrich: Any
+    classified: Any
+    chain_events: Any
+    outcomes: Any
+    dead_letter: Any
+    actions: dict[str, Any]  # action value -> topic
+    delays: dict[int, Any]  # tier seconds -> topic
+    dedup: Any  # Table: dedup key -> DedupEntry dict
+    chains: Any  # Table: chain id -> Chain dict
+
+    def action_topic(self, action: str) -> Any:
+        return self.actions[action]
+
+    def topic_named(self, name: str) -> Any:
+        for topic in (*self.actions.values(), *self.delays.values()):
+            if topic.get_topic_name() == name:
+                return topic
+        raise KeyError(name)
+
+
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    if not settings.broker_sasl_username:
+        return None
+    return faust.SASLCredentials(
+        username=settings.broker_sasl_username,
+        password=settings.broker_sasl_password.get_secret_value(),
+        ssl_context=ssl.create_default_context(),
+        mechanism="PLAIN",
+    )
+
+
+def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
+    register_codecs()
+    longest_hold = float(max(tiers, default=0)) + _HOLD_MARGIN_S
+    options: dict[str, Any] = {
+        "broker": settings.broker_url,
+        "broker_credentials": broker_credentials(settings),
+        "datadir": str(settings.faust_dir),
+        "store": "memory://",
+        "topic_partitions": settings.partitions,
+        "topic_disable_leader": True,
+        "broker_session_timeout": settings.broker_session_timeout_s,
+        "broker_heartbeat_interval": max(0.5, settings.broker_session_timeout_s / 6),
+        "stream_processing_timeout": max(300.0, longest_hold),
+        "broker_commit_livelock_soft_timeout": max(300.0, longest_hold),
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        "table_cleanup_interval": 60.0,
+        # Event Hubs closes idle connections after 240 s
+        "broker_request_timeout": 90.0,
+    }
+    if settings.single_record_batches:
+        options["producer_max_batch_size"] = 1
+    return faust.App(settings.app_id, **options)
+
+
+def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
+    app = create_app(settings, tiers)
+    partitions = settings.partitions
+
+    def topic(name: str, record: str | None) -> Any:
+        serializer = codec_name(record) if record else "raw"
+        return app.topic(
+            name,
+            key_type=str,
+            key_serializer="raw",
+            value_serializer=serializer,
+            partitions=partitions,
+        )
+
+    return Topology(
+        app=app,
+        settings=settings,
+        tiers=tiers,
+        raw=topic(routing.RAW, None),
+        enrich=topic(routing.ENRICH, "classified_alert"),
+        classified=topic(routing.CLASSIFIED, "classified_alert"),
+        chain_events=topic(routing.CHAIN_EVENTS, "chain_event"),
+        outcomes=topic(routing.OUTCOMES, "outcome"),
+        dead_letter=topic(routing.DEAD_LETTER, "dead_letter"),
+        actions={a.value: topic(routing.action_topic(a.value), "action_request") for a in Action},
+        delays={t: topic(backoff.tier_topic(t), "action_request") for t in tiers},
+        dedup=app.Table("dedup", default=None, partitions=partitions, key_type=str),
+        chains=app.Table("chains", default=None, partitions=partitions, key_type=str),
+    )
+
+
+def changelog_topics(settings: Settings) -> tuple[str, ...]:
+    return (f"{settings.app_id}-dedup-changelog", f"{settings.app_id}-chains-changelog")

@@ -1,0 +1,76 @@
+"""Avro encoding of the internal records, with fastavro.
+
+The schemas live in ``schemas/*.avsc`` (the contract other consumers read); they reference
+each other by name (``pipemedic.Alert``), so they are parsed in dependency order into one
+shared set of named types. Messages are schemaless Avro bodies: every topic carries exactly
+one record type, named by the topic's codec (``avro-<record>``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from faust.serializers import codecs
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+# Referenced types first: fastavro resolves names against what was parsed before.
+_ORDER = (
+    "alert",
+    "classification",
+    "classified_alert",
+    "chain_event",
+    "action_request",
+    "outcome",
+    "dead_letter",
+)
+
+
+@cache
+def parsed_schemas() -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    parsed = {}
+    for name in _ORDER:
+        raw = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+        parsed[name] = fastavro.parse_schema(raw, named_schemas=named)
+    return parsed
+
+
+class AvroCodec(codecs.Codec):
+    """A Faust codec for one record type; values are plain dicts (``Record.to_dict()``)."""
+
+    def __init__(self, record: str, **kwargs: Any) -> None:
+        self.record = record
+        self.schema = parsed_schemas()[record]
+        super().__init__(record=record, **kwargs)
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode(self.record, obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode(self.record, s)
+
+
+def encode(record: str, obj: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, parsed_schemas()[record], obj)
+    return buffer.getvalue()
+
+
+def decode(record: str, data: bytes) -> dict[str, Any]:
+    return fastavro.schemaless_reader(io.BytesIO(data), parsed_schemas()[record], None)
+
+
+def codec_name(record: str) -> str:
+    return f"avro-{record}"
+
+
+def register_codecs() -> None:
+    """Make ``avro-<record>`` usable as a Faust ``value_serializer``; safe to call twice."""
+    for record in _ORDER:
+        codecs.register(codec_name(record), AvroCodec(record))

@@ -1,0 +1,117 @@
+"""The decisions inside each remediation, apart from the calls that carry them out.
+
+How a platform state reads as a step status, how far to scale a cluster, which library
+version to try next, which pipelines a pipeline waits on. Tables where a table will do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from streams.policy.steps import Status
+
+# ADF pipeline run status -> step status while verifying a rerun
+ADF_RUN_STATUS: Mapping[str, Status] = {
+    "Queued": Status.PENDING,
+    "InProgress": Status.PENDING,
+    "Canceling": Status.PENDING,
+    "Succeeded": Status.SUCCEEDED,
+    "Failed": Status.FAILED,
+    "Cancelled": Status.FAILED,
+}
+
+# Databricks cluster state -> step status while verifying a (re)start or resize
+CLUSTER_STATE: Mapping[str, Status] = {
+    "PENDING": Status.PENDING,
+    "RESTARTING": Status.PENDING,
+    "RESIZING": Status.PENDING,
+    "RUNNING": Status.SUCCEEDED,
+    "TERMINATING": Status.FAILED,
+    "TERMINATED": Status.FAILED,
+    "ERROR": Status.FAILED,
+    "UNKNOWN": Status.PENDING,
+}
+
+# Databricks job run life cycle (+ result) -> step status while verifying a repair / run
+_RUN_PENDING = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY"}
+
+
+def job_run_status(life_cycle_state: str, result_state: str) -> Status:
+    if life_cycle_state in _RUN_PENDING:
+        return Status.PENDING
+    if result_state in ("SUCCESS", "SUCCESS_WITH_FAILURES"):
+        return Status.SUCCEEDED
+    return Status.FAILED
+
+
+# Library install status -> step status while verifying a fallback install
+LIBRARY_STATUS: Mapping[str, Status] = {
+    "PENDING": Status.PENDING,
+    "RESOLVING": Status.PENDING,
+    "INSTALLING": Status.PENDING,
+    "INSTALLED": Status.SUCCEEDED,
+    "FAILED": Status.FAILED,
+    "SKIPPED": Status.FAILED,
+    "UNINSTALL_ON_RESTART": Status.PENDING,
+    "RESTORED": Status.SUCCEEDED,
+}
+
+
+def scale_target(current_workers: int, autoscale_max: int | None) -> int | None:
+    """Workers after scaling up by 50% (at least one more), capped at the autoscale max.
+
+    None when the cluster is already as large as it may get.
+    """
+    wanted = max(current_workers + 1, (current_workers * 3 + 1) // 2)
+    cap = autoscale_max if autoscale_max else max(current_workers * 2, 1)
+    target = min(wanted, cap)
+    return target if target > current_workers else None
+
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*(?:==\s*([^\s,;]+))?\s*$")
+
+
+def split_requirement(spec: str) -> tuple[str, str]:
+    """``"pandas==2.2.0"`` -> ``("pandas", "2.2.0")``; a bare name has no version."""
+    match = _SPEC.match(spec)
+    if not match:
+        raise ValueError(f"not a pinned PyPI requirement: {spec!r}")
+    return match.group(1).lower(), match.group(2) or ""
+
+
+def next_library_version(fallbacks: Sequence[str], failed: Sequence[str]) -> str | None:
+    """The first configured fallback version not yet known to fail."""
+    for version in fallbacks:
+        if version not in failed:
+            return version
+    return None
+
+
+# The seed's naming-convention heuristic, only used when enabled in configuration.
+NAMING_CONVENTION = (("Step2", "Step1"), ("Step3", "Step2"), ("Copy", "Load"), ("Transform", "Extract"))
+
+
+def upstream_pipelines(
+    pipeline: str,
+    dependencies: Mapping[str, Sequence[str]],
+    *,
+    use_naming_convention: bool = False,
+) -> tuple[str, ...]:
+    """The pipelines ``pipeline`` waits on: the configured map first, the heuristic if opted in."""
+    if pipeline in dependencies:
+        return tuple(dependencies[pipeline])
+    if use_naming_convention:
+        for pattern, upstream in NAMING_CONVENTION:
+            if pattern in pipeline:
+                return (pipeline.replace(pattern, upstream),)
+    return ()
+
+
+def upstream_ready(latest_status: Mapping[str, str]) -> tuple[bool, str]:
+    """Ready when every upstream pipeline's latest run succeeded; else say who is not."""
+    waiting = sorted(name for name, status in latest_status.items() if status != "Succeeded")
+    if not waiting:
+        return True, "upstream succeeded"
+    detail = ", ".join(f"{name}={latest_status[name] or 'no run'}" for name in waiting)
+    return False, f"waiting on upstream: {detail}"

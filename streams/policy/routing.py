@@ -1,0 +1,53 @@
+"""Where a record goes next: one topic per action, one per delay tier, one for dead letters.
+
+Topic names are derived here and nowhere else, so the worker, the topic pre-creation and the
+tests agree on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from streams.policy import backoff
+from streams.policy.model import Action, ActionRequest
+
+RAW = "alerts-raw"
+ENRICH = "alerts-enrich"
+CLASSIFIED = "alerts-classified"
+CHAIN_EVENTS = "chain-events"
+OUTCOMES = "outcomes"
+DEAD_LETTER = "dead-letter"
+
+
+def action_topic(action: str) -> str:
+    return f"action-{action.replace('_', '-')}"
+
+
+def all_action_topics() -> tuple[str, ...]:
+    return tuple(action_topic(a.value) for a in Action)
+
+
+def all_topics(tiers: Sequence[int]) -> tuple[str, ...]:
+    """Every topic the topology uses (Faust's own changelog topics come on top)."""
+    return (
+        RAW,
+        ENRICH,
+        CLASSIFIED,
+        CHAIN_EVENTS,
+        OUTCOMES,
+        DEAD_LETTER,
+        *all_action_topics(),
+        *(backoff.tier_topic(t) for t in tiers),
+    )
+
+
+def route(
+    request: ActionRequest, *, now_ms: int, tiers: Sequence[int]
+) -> tuple[str, ActionRequest]:
+    """Send a request to its action topic when due, else to the delay tier that fits the wait."""
+    hop = backoff.plan_hop(tiers, now_ms, request.due_at)
+    if hop is None:
+        return action_topic(request.action), replace(request, tier="", hop_due_at=0)
+    tier = backoff.tier_name(hop.tier_s)
+    return backoff.tier_topic(hop.tier_s), replace(request, tier=tier, hop_due_at=hop.hop_due_at)

@@ -1,0 +1,102 @@
+"""pipemedic's one configuration object.
+
+Built once (``Settings()`` reads ``PIPEMEDIC_*`` environment variables), frozen, and handed
+down; adapters get only the small config they need. Secrets are ``SecretStr`` and never
+appear in :meth:`Settings.public_dump`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.policy.steps import StepConfig
+
+
+def default_data_dir() -> Path:
+    """Runtime data (broker logs, chDB, Faust state) lives outside the source tree."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pipemedic"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIPEMEDIC_", frozen=True, extra="ignore")
+
+    app_id: str = "pipemedic"
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    # Kafka / Event Hubs
+    broker_url: str = "kafka://127.0.0.1:9092"
+    broker_sasl_username: str = ""  # Event Hubs: the literal "$ConnectionString"
+    broker_sasl_password: SecretStr = SecretStr("")  # Event Hubs: the connection string
+    broker_session_timeout_s: float = 30.0
+    # Tansu answers ListOffsets with the last batch's base offset + 1; one record per
+    # producer batch keeps end offsets right so table recovery restores all state.
+    single_record_batches: bool = False
+    partitions: int = 4
+
+    # ClickHouse: empty url = embedded chDB in <data_dir>/chdb
+    clickhouse_url: str = ""
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "pipemedic"
+    sink_batch_size: int = 500
+    sink_flush_s: float = 1.0
+
+    # safety
+    mode: Literal["observe", "automatic"] = "observe"
+    max_retries_cap: int = 5
+    dedup_horizon_s: int = 7 * 24 * 3600
+
+    # configuration files
+    rules_file: Path | None = None  # overrides/additions to the rule table and schedules
+    estate_file: Path | None = None  # factories, workspaces, credentials, playbooks
+
+    # executors
+    verify_poll_s: float = 30.0
+    verify_max_polls: int = 40
+    step_retry_limit: int = 5  # transient platform errors on one step before a human looks
+    transient_backoff_s: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
+    upstream_recheck_s: float = 60.0
+    upstream_max_checks: int = 30
+    executor_concurrency: int = 256  # actions in flight per worker
+    http_timeout_s: float = 20.0
+
+    # worker web server (health, HTTP webhooks)
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    webhook_api_key: SecretStr = SecretStr("")
+
+    def public_dump(self) -> dict[str, Any]:
+        """Every setting, secrets masked: safe to log or print."""
+        data = self.model_dump(mode="json")
+        for name, field in type(self).model_fields.items():
+            if field.annotation is SecretStr:
+                data[name] = "**********" if getattr(self, name).get_secret_value() else ""
+        return data
+
+    def step_config(self) -> StepConfig:
+        return StepConfig(
+            verify_poll_s=self.verify_poll_s,
+            verify_max_polls=self.verify_max_polls,
+            step_retry_limit=self.step_retry_limit,
+            transient_backoff_s=self.transient_backoff_s,
+            upstream_recheck_s=self.upstream_recheck_s,
+            upstream_max_checks=self.upstream_max_checks,
+        )
+
+    def internal_delays_s(self) -> tuple[float, ...]:
+        """Waits the executors schedule themselves; each needs a delay tier too."""
+        return (self.verify_poll_s, self.upstream_recheck_s, *self.transient_backoff_s)
+
+    @property
+    def faust_dir(self) -> Path:
+        return self.data_dir / "faust"
+
+    @property
+    def chdb_dir(self) -> Path:
+        return self.data_dir / "chdb"

@@ -1,0 +1,193 @@
+"""Dedup and chain decisions, driven the way the agents drive them."""
+
+from dataclasses import replace
+
+import pytest
+
+from streams.policy.chains import Chain, ChainPolicy, on_event
+from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key
+from streams.policy.model import (
+    Alert,
+    ChainEvent,
+    ChainEventKind,
+    ChainState,
+    Classification,
+    OutcomeState,
+    Signal,
+)
+from streams.policy.steps import Effects, StepConfig, StepReport, Status, after_error, after_step
+
+HOUR = 3_600_000
+GATEWAY = Classification("GatewayTimeout", "low", "retry_pipeline", 3, (10, 30, 60), "adf-2108-504")
+COLUMN = Classification("UserErrorColumnNameInvalid", "high", "manual", 0, (), "never automate")
+
+
+def adf(run_id: str, **kw) -> Alert:
+    return Alert(alert_id=f"a-{run_id}", source="adf", kind="pipeline_run", scope="f1",
+                 run_id=run_id, pipeline="p", **kw)
+
+
+@pytest.mark.parametrize(
+    ("alert", "key"),
+    [
+        (adf("r1"), "adf|f1|r1"),
+        (replace(adf("r1"), kind="activity_run", sub_id="act"), "adf|f1|r1"),
+        (Alert("a", "databricks", "job_run", scope="ws", run_id="77"), "dbx|ws|77"),
+        (Alert("a", "databricks", "task_run", scope="ws", run_id="77", sub_id="ingest"), "dbx|ws|77|ingest"),
+        (Alert("a", "databricks", "job_run", scope="ws", run_id="77", details={"repair_id": "5"}), "dbx|ws|77#5"),
+        (Alert("a", "databricks", "cluster", scope="ws", cluster_id="c-1", occurred_at=9), "dbx|ws|cluster|c-1|9"),
+    ],
+)
+def test_dedup_keys_name_one_failing_run(alert, key):
+    assert dedup_key(alert) == key
+
+
+def test_second_copy_of_a_failure_is_a_duplicate_of_the_same_chain():
+    first = decide(None, adf("r1"), now_ms=0, horizon_ms=HOUR)
+    assert first.verdict is Verdict.NEW_FAILURE and first.chain_id == "adf|f1|r1"
+    again = decide(first.entry, adf("r1"), now_ms=5, horizon_ms=HOUR)
+    assert again.verdict is Verdict.DUPLICATE and again.chain_id == "adf|f1|r1"
+    assert again.entry.copies == 1 and "already" in again.reason
+
+
+def test_an_expired_entry_counts_as_absent():
+    entry = DedupEntry(chain_id="adf|f1|r1", failure_seen=True, expires_at=100)
+    assert decide(entry, adf("r1"), now_ms=100, horizon_ms=HOUR).verdict is Verdict.NEW_FAILURE
+
+
+def test_a_link_makes_the_rerun_join_the_chain():
+    link = decide(None, adf("r2", signal=Signal.LINK.value, chain_id="adf|f1|r1"), now_ms=0, horizon_ms=HOUR)
+    assert link.verdict is Verdict.LINKED
+    failure = decide(link.entry, adf("r2"), now_ms=1, horizon_ms=HOUR)
+    assert failure.verdict is Verdict.NEW_FAILURE and failure.chain_id == "adf|f1|r1"
+
+
+def test_run_group_id_is_the_chain_hint():
+    decision = decide(None, adf("r3", group_id="r1"), now_ms=0, horizon_ms=HOUR)
+    assert decision.chain_id == "adf|f1|r1"
+
+
+def failure(alert: Alert, cls: Classification = GATEWAY, chain_id: str = "adf|f1|r1") -> ChainEvent:
+    return ChainEvent(kind="failure", chain_id=chain_id, dedup_key=dedup_key(alert), at=0,
+                      alert=alert, classification=cls)
+
+
+def executed(new_run: str, attempt: int) -> ChainEvent:
+    return ChainEvent(kind=ChainEventKind.EXECUTED.value, chain_id="adf|f1|r1", dedup_key="k", at=0,
+                      alert=adf("r1"), classification=GATEWAY, attempt=attempt, new_run_id=new_run)
+
+
+POLICY = ChainPolicy()
+
+
+def test_first_failure_schedules_the_first_backoff():
+    step = on_event(None, failure(adf("r1")), now_ms=1_000, policy=POLICY)
+    assert step.chain.state == ChainState.SCHEDULED.value and step.chain.attempts == 1
+    assert step.schedule.due_at == 11_000 and step.schedule.attempt == 1
+    assert [o.state for o in step.outcomes] == [OutcomeState.SCHEDULED.value]
+
+
+def test_a_chain_spans_three_run_ids_and_max_retries_holds():
+    chain, now = None, 0
+    runs = ["r1", "r2", "r3", "r4"]
+    scheduled = []
+    for attempt, run in enumerate(runs, start=1):
+        step = on_event(chain, failure(adf(run)), now_ms=now, policy=POLICY)
+        chain = step.chain
+        if step.schedule and step.schedule.action == "retry_pipeline":
+            scheduled.append(step.schedule.attempt)
+            chain = on_event(chain, executed(runs[attempt], attempt), now_ms=now, policy=POLICY).chain
+        now += 1
+    assert scheduled == [1, 2, 3]
+    assert chain.state == ChainState.GAVE_UP.value
+    assert step.schedule.action == "manual" and "exhausted" in step.outcomes[-1].detail
+
+
+def test_failure_for_another_run_while_in_flight_joins_the_chain():
+    step = on_event(None, failure(adf("r1")), now_ms=0, policy=POLICY)
+    joined = on_event(step.chain, failure(replace(adf("r1"), kind="activity_run", alert_id="b")), now_ms=1, policy=POLICY)
+    assert joined.schedule is None
+    assert joined.outcomes[0].state == OutcomeState.DUPLICATE.value
+    assert joined.chain.attempts == 1
+
+
+def test_a_late_alert_for_an_already_counted_run_is_a_duplicate_after_resolution():
+    chain = on_event(None, failure(adf("r1")), now_ms=0, policy=POLICY).chain
+    chain = on_event(chain, executed("r2", 1), now_ms=1, policy=POLICY).chain
+    chain = on_event(chain, failure(adf("r2")), now_ms=2, policy=POLICY).chain
+    resolved = ChainEvent(kind="resolved", chain_id=chain.chain_id, dedup_key="k", at=3, alert=adf("r3"))
+    chain = on_event(chain, resolved, now_ms=3, policy=POLICY).chain
+    assert chain.state == ChainState.RESOLVED.value
+    late = on_event(chain, failure(adf("r2")), now_ms=4, policy=POLICY)
+    assert late.schedule is None and late.chain.state == ChainState.RESOLVED.value
+
+
+def test_never_automate_goes_to_manual_with_the_reason():
+    step = on_event(None, failure(adf("r1"), COLUMN), now_ms=0, policy=POLICY)
+    assert step.chain.state == ChainState.MANUAL.value
+    assert step.schedule.action == "manual" and step.outcomes[0].detail == "never automate"
+
+
+def test_observe_mode_records_what_it_would_do_and_hands_over():
+    step = on_event(None, failure(adf("r1")), now_ms=0, policy=ChainPolicy(mode="observe"))
+    states = [o.state for o in step.outcomes]
+    assert states == [OutcomeState.OBSERVED.value, OutcomeState.MANUAL.value]
+    assert "would retry_pipeline in 10s" in step.outcomes[0].detail
+
+
+def test_max_retries_cap_limits_any_rule():
+    greedy = replace(GATEWAY, max_retries=50)
+    step = on_event(None, failure(adf("r1"), greedy), now_ms=0, policy=ChainPolicy(max_retries_cap=2))
+    assert step.chain.max_attempts == 2
+
+
+CONFIG = StepConfig(verify_poll_s=5, verify_max_polls=3, step_retry_limit=2, transient_backoff_s=(1, 2))
+
+
+def first_request():
+    return on_event(None, failure(adf("r1")), now_ms=0, policy=POLICY).schedule
+
+
+def test_started_step_links_the_new_run_and_schedules_verification():
+    effects = after_step(first_request(), StepReport(Status.STARTED, new_run_id="r2"), now_ms=100, config=CONFIG)
+    (verify,) = effects.requests
+    assert verify.step == "verify" and verify.due_at == 5_100 and verify.context["run_ref"] == "r2"
+    assert effects.chain_events[0].kind == "executed" and effects.chain_events[0].new_run_id == "r2"
+    (link,) = effects.alerts
+    assert link.alert.signal == "link" and link.alert.run_id == "r2" and link.alert.chain_id == "adf|f1|r1"
+
+
+def test_failed_verification_reenters_the_chain_with_the_new_run():
+    started = after_step(first_request(), StepReport(Status.STARTED, new_run_id="r2"), now_ms=0, config=CONFIG)
+    effects = after_step(started.requests[0], StepReport(Status.FAILED, detail="boom"), now_ms=1, config=CONFIG)
+    (event,) = effects.chain_events
+    assert event.kind == "failure" and event.alert.run_id == "r2" and event.alert.chain_id == "adf|f1|r1"
+
+
+def test_pending_verification_polls_until_the_limit():
+    request = after_step(first_request(), StepReport(Status.STARTED, new_run_id="r2"), now_ms=0, config=CONFIG).requests[0]
+    for _ in range(CONFIG.verify_max_polls - 1):
+        effects = after_step(request, StepReport(Status.PENDING), now_ms=0, config=CONFIG)
+        (request,) = effects.requests
+    final = after_step(request, StepReport(Status.PENDING), now_ms=0, config=CONFIG)
+    assert final.requests == () and final.chain_events[0].kind == "action_error"
+
+
+def test_throttled_step_waits_retry_after_then_gives_up_after_the_limit():
+    request = first_request()
+    effects = after_error(request, kind="throttled", retryable=True, retry_after_s=42, detail="429",
+                          now_ms=0, config=CONFIG)
+    assert effects.requests[0].due_at == 42_000
+    again = effects.requests[0]
+    again = after_error(again, kind="transient", retryable=True, retry_after_s=None, detail="500",
+                        now_ms=0, config=CONFIG).requests[0]
+    done = after_error(again, kind="transient", retryable=True, retry_after_s=None, detail="500",
+                       now_ms=0, config=CONFIG)
+    assert done.requests == () and done.chain_events[0].kind == "action_error"
+
+
+def test_auth_error_goes_to_people_at_once():
+    effects = after_error(first_request(), kind="auth", retryable=False, retry_after_s=None,
+                          detail="401 twice", now_ms=0, config=CONFIG)
+    assert isinstance(effects, Effects) and effects.chain_events[0].kind == "action_error"
+    assert "auth" in effects.chain_events[0].detail
