@@ -17,8 +17,11 @@ def register(topology: Topology) -> None:
     app = topology.app
     table = topology.chains
     settings = topology.settings
-    policy = ChainPolicy(mode=settings.mode, max_retries_cap=settings.max_retries_cap,
-                         horizon_ms=settings.dedup_horizon_s * 1000)
+    policy = ChainPolicy(
+        mode=settings.mode,
+        max_retries_cap=settings.max_retries_cap,
+        horizon_ms=settings.dedup_horizon_s * 1000,
+    )
 
     @app.agent(topology.chain_events, name="chains")
     async def chains(stream: Any) -> None:

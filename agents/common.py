@@ -59,15 +59,74 @@ async def apply_effects(topology: Topology, effects: Effects, *, now: int) -> No
     await send_outcomes(topology, effects.outcomes)
 
 
-async def dead_letter(topology: Topology, message: Any, reason: str, error: str) -> None:
-    """Keep a message we cannot use, with the reason, and count it in the audit trail."""
+async def dead_letter(
+    topology: Topology, message: Any, reason: str, error: str, *, audit: bool = True
+) -> None:
+    """Keep a message we cannot use, with the reason, and count it in the audit trail
+    (``audit=False`` for outcome rows themselves: auditing them would feed the same sink)."""
     at = now_ms()
     payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-    letter = DeadLetter(reason=reason, error=error[:2000], topic=message.topic,
-                        partition=message.partition, offset=message.offset, at=at, payload=payload)
+    letter = DeadLetter(
+        reason=reason,
+        error=error[:2000],
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        at=at,
+        payload=payload,
+    )
     await topology.dead_letter.send(key=reason, value=letter.to_dict())
     where = origin_of(message)
-    row = Outcome(event_id=event_id("dead_letter", where), at=at, chain_id="", dedup_key=where,
-                  state=OutcomeState.DEAD_LETTER.value, detail=f"{reason}: {error[:500]}")
-    await topology.outcomes.send(key=where, value=row.to_dict())
     log.warning("dead-lettered %s: %s (%s)", where, reason, error[:200])
+    if not audit:
+        return
+    row = Outcome(
+        event_id=event_id("dead_letter", where),
+        at=at,
+        chain_id="",
+        dedup_key=where,
+        state=OutcomeState.DEAD_LETTER.value,
+        detail=f"{reason}: {error[:500]}",
+    )
+    await topology.outcomes.send(key=where, value=row.to_dict())
+
+
+async def run_concurrently(stream: Any, limit: int, handle: Any) -> None:
+    """Handle up to ``limit`` events at once; each is acknowledged when its handling ends.
+
+    Faust commits only the contiguous prefix of acknowledged offsets, so an event still in
+    flight holds its partition's commit back and a crash redelivers it.
+    """
+    import asyncio
+
+    manual = stream.noack()
+    slots = asyncio.Semaphore(limit)
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def one(event: Any) -> None:
+        try:
+            await handle(event)
+        except Exception as exc:
+            log.exception("handling failed on %s", origin_of(event.message))
+            await dead_letter_safely(event.message, exc)
+        finally:
+            slots.release()
+            await manual.ack(event)
+
+    async def dead_letter_safely(message: Any, exc: Exception) -> None:
+        topology = getattr(handle, "topology", None)
+        if topology is not None:
+            try:
+                await dead_letter(topology, message, "internal_error", repr(exc))
+            except Exception:
+                log.exception("could not dead-letter %s", origin_of(message))
+
+    try:
+        async for event in manual.events():
+            await slots.acquire()
+            task = asyncio.create_task(one(event))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+    finally:
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=10)

@@ -27,24 +27,41 @@ def register(topology: Topology) -> None:
     async def dedup(stream: Any) -> None:
         async for event in stream.events():
             try:
-                await _dedup_one(topology, table, ClassifiedAlert.from_dict(event.value), horizon_ms)
+                await _dedup_one(
+                    topology, table, ClassifiedAlert.from_dict(event.value), horizon_ms
+                )
             except Exception as exc:
                 log.exception("dedup failed on %s", origin_of(event.message))
                 await dead_letter(topology, event.message, "internal_error", repr(exc))
 
 
-async def _dedup_one(topology: Topology, table: Any, record: ClassifiedAlert, horizon_ms: int) -> None:
+async def _dedup_one(
+    topology: Topology, table: Any, record: ClassifiedAlert, horizon_ms: int
+) -> None:
     now = now_ms()
     key = dedup_key(record.alert)
     stored = table.get(key)
-    decision = decide(DedupEntry.from_dict(stored) if stored else None, record.alert,
-                      now_ms=now, horizon_ms=horizon_ms)
+    decision = decide(
+        DedupEntry.from_dict(stored) if stored else None,
+        record.alert,
+        now_ms=now,
+        horizon_ms=horizon_ms,
+    )
     kind = _FORWARD.get(decision.verdict)
     if kind is not None:
-        await send_chain_event(topology, ChainEvent(
-            kind=kind.value, chain_id=decision.chain_id, dedup_key=key, at=now, alert=record.alert,
-            classification=record.classification, origin=record.origin,
-            received_at=record.received_at))
+        await send_chain_event(
+            topology,
+            ChainEvent(
+                kind=kind.value,
+                chain_id=decision.chain_id,
+                dedup_key=key,
+                at=now,
+                alert=record.alert,
+                classification=record.classification,
+                origin=record.origin,
+                received_at=record.received_at,
+            ),
+        )
     row = outcome_for(decision, record, key, now_ms=now)
     if row is not None:
         await send_outcomes(topology, (row,))

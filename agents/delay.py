@@ -5,6 +5,10 @@ A record that is not yet due is kept (unacknowledged, so a crash redelivers it) 
 partition alone is paused until the head is due; other partitions and tiers keep flowing.
 Held records are acknowledged only after they were forwarded, so offsets never pass a record
 that has not fired.
+
+Faust drops the records of a partition that was fetched but paused mid-batch, so on resume
+the partition is sought back to just after the last record this agent saw (Spring Kafka does
+the same); a record seen twice because of that is ignored.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from typing import Any
+
+from faust.types import TP
 
 from agents.common import dead_letter, log, now_ms, origin_of, send_request
 from streams.app import Topology
@@ -27,11 +33,16 @@ class TierHolds:
         self.stream = stream
         self.consumer = topology.app.consumer
         self.waiting: dict[Any, deque[Any]] = {}
+        self.seen: dict[Any, int] = {}  # last offset offered per partition
         self.timers: dict[Any, asyncio.TimerHandle] = {}
         self.generation = 0  # bumped on rebalance: held records of revoked partitions are dropped
 
     async def offer(self, event: Any) -> None:
-        tp = event.message.tp
+        tp = TP(event.message.tp.topic, event.message.tp.partition)  # Faust's consumer wants its own TP
+        offset = event.message.offset
+        if offset <= self.seen.get(tp, -1):
+            return  # redelivered after a seek back: the first copy is held or was forwarded
+        self.seen[tp] = offset
         queue = self.waiting.get(tp)
         if queue:  # someone is already waiting here: keep offset order
             queue.append(event)
@@ -40,7 +51,7 @@ class TierHolds:
             await self._forward(event)
             return
         self.waiting[tp] = deque([event])
-        self.consumer.pause_partitions([tp])
+        self.consumer.pause_partitions({tp})
         self._arm(tp)
 
     def forget(self) -> None:
@@ -51,8 +62,9 @@ class TierHolds:
         self.timers.clear()
         tps = list(self.waiting)
         self.waiting.clear()
+        self.seen.clear()
         if tps:
-            self.consumer.resume_partitions(tps)
+            self.consumer.resume_partitions(set(tps))
 
     def _hold_ms(self, event: Any) -> int:
         return backoff.hold_ms(event.value["hop_due_at"], now_ms())
@@ -63,7 +75,8 @@ class TierHolds:
         generation = self.generation
         loop = asyncio.get_running_loop()
         self.timers[tp] = loop.call_later(
-            delay_s, lambda: loop.create_task(self._release(tp, generation)))
+            delay_s, lambda: loop.create_task(self._release(tp, generation))
+        )
 
     async def _release(self, tp: Any, generation: int) -> None:
         if generation != self.generation:
@@ -78,7 +91,8 @@ class TierHolds:
             self._arm(tp)
         else:
             self.waiting.pop(tp, None)
-            self.consumer.resume_partitions([tp])
+            await self.consumer.seek(tp, self.seen[tp] + 1)
+            self.consumer.resume_partitions({tp})
 
     async def _forward(self, event: Any) -> None:
         try:

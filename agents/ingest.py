@@ -19,11 +19,14 @@ from streams.policy.rules import classify
 Rulebook = tuple[Any, Any]
 
 
-def classify_alert(alert: Alert, rulebook: Rulebook, *, received_at: int, origin: str) -> ClassifiedAlert:
+def classify_alert(
+    alert: Alert, rulebook: Rulebook, *, received_at: int, origin: str
+) -> ClassifiedAlert:
     wants_class = alert.signal in (Signal.FAILURE.value, Signal.WAIT.value)
     classification = classify(alert, *rulebook) if wants_class else None
-    return ClassifiedAlert(alert=alert, received_at=received_at, origin=origin,
-                           classification=classification)
+    return ClassifiedAlert(
+        alert=alert, received_at=received_at, origin=origin, classification=classification
+    )
 
 
 def register(topology: Topology, rulebook: Rulebook) -> None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +26,14 @@ from aiokafka.errors import KafkaError
 
 class BrokerStartError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: on Linux, SIGTERM them when the process that started them
+    dies, so a killed demo or test run never leaves a broker or worker behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -57,10 +69,21 @@ class EmbeddedBroker:
         listener = f"tcp://127.0.0.1:{self.port}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_healthy()
@@ -70,14 +93,20 @@ class EmbeddedBroker:
         return self
 
     def _wait_healthy(self) -> None:
+        # aiokafka logs every refused connection while the broker boots: expected, not news
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise BrokerStartError(f"broker exited with {self.process.returncode}; see {self.log_path}")
+                raise BrokerStartError(
+                    f"broker exited with {self.process.returncode}; see {self.log_path}"
+                )
             if asyncio.run(_answers_metadata(self.bootstrap)):
                 return
             time.sleep(0.1)
-        raise BrokerStartError(f"broker not healthy after {self.start_timeout_s}s; see {self.log_path}")
+        raise BrokerStartError(
+            f"broker not healthy after {self.start_timeout_s}s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process is None:

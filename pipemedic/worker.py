@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents import chains, dedup, delay, ingest
+from agents import chains, dedup, delay, enrich, execute, ingest, record
+from agents.remedies import Platforms
+from pipemedic.reporting import clickhouse_config
+from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
+from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, load_rules
 from streams.settings import Settings
@@ -33,19 +37,48 @@ def planned_topics(settings: Settings) -> tuple[str, ...]:
     return (*routing.all_topics(plan_tiers(settings, schedules)), *changelog_topics(settings))
 
 
+def build_platforms(settings: Settings, estate: Estate) -> Platforms:
+    from streams.adapters.adf import ADFClient
+    from streams.adapters.azure_ad import TokenProvider
+    from streams.adapters.databricks import DatabricksClient
+    from streams.adapters.http import shared_http_client
+    from streams.adapters.playbook import PlaybookClient
+
+    http = shared_http_client(
+        max_connections=settings.executor_concurrency, timeout_s=settings.http_timeout_s
+    )
+    adf = None
+    if estate.azure_ad is not None and estate.adf.factories:
+        adf = ADFClient(estate.adf, TokenProvider(estate.azure_ad, http), http)
+    dbx = DatabricksClient(estate.databricks) if estate.databricks.workspaces else None
+    books = PlaybookClient(estate.playbooks, http) if estate.playbooks.urls else None
+    return Platforms(estate=estate, adf=adf, databricks=dbx, playbooks=books)
+
+
 def build_worker(settings: Settings) -> Topology:
     rulebook = load_rulebook(settings.rules_file)
     topology = build_topology(settings, plan_tiers(settings, rulebook[1]))
+    estate = load_estate(settings.estate_file, timeout_s=settings.http_timeout_s)
+    platforms = build_platforms(settings, estate)
+    writer = OutcomeWriter(open_store(clickhouse_config(settings)))
     ingest.register(topology, rulebook)
+    enrich.register(topology, platforms, rulebook)
     dedup.register(topology)
     chains.register(topology)
     delay.register(topology)
+    execute.register(topology, platforms)
+    record.register(topology, writer)
     return topology
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    import logging
+
     import faust
 
+    # one line per platform call drowns what matters; outcomes are in ClickHouse anyway
+    for noisy in ("httpx", "databricks.sdk", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topology = build_worker(settings)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import json
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import fastavro
 from faust.serializers import codecs
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = resources.files("schemas")
 
 # Referenced types first: fastavro resolves names against what was parsed before.
 _ORDER = (
@@ -36,7 +36,7 @@ def parsed_schemas() -> dict[str, Any]:
     named: dict[str, Any] = {}
     parsed = {}
     for name in _ORDER:
-        raw = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+        raw = json.loads(SCHEMA_DIR.joinpath(f"{name}.avsc").read_text())
         parsed[name] = fastavro.parse_schema(raw, named_schemas=named)
     return parsed
 

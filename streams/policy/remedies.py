@@ -89,7 +89,12 @@ def next_library_version(fallbacks: Sequence[str], failed: Sequence[str]) -> str
 
 
 # The seed's naming-convention heuristic, only used when enabled in configuration.
-NAMING_CONVENTION = (("Step2", "Step1"), ("Step3", "Step2"), ("Copy", "Load"), ("Transform", "Extract"))
+NAMING_CONVENTION = (
+    ("Step2", "Step1"),
+    ("Step3", "Step2"),
+    ("Copy", "Load"),
+    ("Transform", "Extract"),
+)
 
 
 def upstream_pipelines(
@@ -115,3 +120,13 @@ def upstream_ready(latest_status: Mapping[str, str]) -> tuple[bool, str]:
         return True, "upstream succeeded"
     detail = ", ".join(f"{name}={latest_status[name] or 'no run'}" for name in waiting)
     return False, f"waiting on upstream: {detail}"
+
+
+def latest_repair_id(run: Mapping[str, object]) -> str:
+    """The id of the newest repair in a ``jobs/runs/get`` answer ("" when never repaired).
+
+    A failure after a repair is a new failure of the same job run: the repair id tells them apart.
+    """
+    history = run.get("repair_history") or ()
+    repairs = [h for h in history if isinstance(h, Mapping) and h.get("type") == "REPAIR" and h.get("id")]
+    return str(repairs[-1]["id"]) if repairs else ""

@@ -197,11 +197,14 @@ def _rerun_alert(request: ActionRequest, report: StepReport, signal: Signal, now
     """The alert a rerun of ours would raise, so the platform's own alert for it dedups."""
     new_run = request.context.get("new_run_id", "") or report.new_run_id
     repair = request.context.get("repair_id", "") or report.repair_id
-    details = (
-        {**request.alert.details, "repair_id": repair} if repair else dict(request.alert.details)
-    )
-    if not repair:
-        details.pop("repair_id", None)
+    details = dict(request.alert.details)
+    details.pop("repair_id", None)
+    if repair:
+        details["repair_id"] = repair
+    # what the next attempt must not repeat (e.g. library versions already tried)
+    tried = (report.context or {}).get("tried_versions") or request.context.get("tried_versions")
+    if tried:
+        details["tried_versions"] = tried
     return replace(
         request.alert,
         alert_id=f"pipemedic:{request.chain_id}#{request.attempt}:{signal.value}",

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from streams.policy.chains import Chain, ChainPolicy, on_event
+from streams.policy.chains import ChainPolicy, on_event
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key
 from streams.policy.model import (
     Alert,
@@ -15,7 +15,7 @@ from streams.policy.model import (
     OutcomeState,
     Signal,
 )
-from streams.policy.steps import Effects, StepConfig, StepReport, Status, after_error, after_step
+from streams.policy.steps import Effects, Status, StepConfig, StepReport, after_error, after_step
 
 HOUR = 3_600_000
 GATEWAY = Classification("GatewayTimeout", "low", "retry_pipeline", 3, (10, 30, 60), "adf-2108-504")
@@ -88,16 +88,16 @@ def test_first_failure_schedules_the_first_backoff():
 
 
 def test_a_chain_spans_three_run_ids_and_max_retries_holds():
-    chain, now = None, 0
+    chain = None
     runs = ["r1", "r2", "r3", "r4"]
     scheduled = []
     for attempt, run in enumerate(runs, start=1):
+        now = attempt
         step = on_event(chain, failure(adf(run)), now_ms=now, policy=POLICY)
         chain = step.chain
         if step.schedule and step.schedule.action == "retry_pipeline":
             scheduled.append(step.schedule.attempt)
             chain = on_event(chain, executed(runs[attempt], attempt), now_ms=now, policy=POLICY).chain
-        now += 1
     assert scheduled == [1, 2, 3]
     assert chain.state == ChainState.GAVE_UP.value
     assert step.schedule.action == "manual" and "exhausted" in step.outcomes[-1].detail

@@ -1,0 +1,95 @@
+"""Enrich: ask the platform for the facts an alert did not carry.
+
+ADF metric alerts name a pipeline but no run: ``queryPipelineRuns`` (failed, latest only, over
+the alert's window) gives one alert per failed run. Databricks job webhooks carry no error
+detail: ``jobs/runs/get`` gives termination codes, failed tasks and their messages. The
+enriched alerts are classified and continue like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from agents.common import now_ms, run_concurrently
+from agents.ingest import Rulebook, classify_alert
+from agents.remedies import Platforms
+from streams.adapters.errors import PlatformError
+from streams.app import Topology
+from streams.policy.dedup import dedup_key
+from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
+from streams.policy.normalize import alerts_from_adf_runs, alerts_from_databricks_run
+from streams.policy.remedies import latest_repair_id
+
+WINDOW_SLACK_MS = 5 * 60 * 1000
+
+
+class Enricher:
+    def __init__(self, topology: Topology, platforms: Platforms, rulebook: Rulebook):
+        self.topology = topology
+        self.platforms = platforms
+        self.rulebook = rulebook
+
+    async def __call__(self, event: Any) -> None:
+        record = ClassifiedAlert.from_dict(event.value)
+        alert = record.alert
+        now = now_ms()
+        try:
+            enriched = await self.enrich(alert, now)
+        except PlatformError as error:
+            # keep the fact rather than lose it: people can still act on what we know
+            detail = f"enrichment failed ({error.kind.value}): {error}"
+            enriched = [_as_failure(alert, detail)]
+        for found in enriched:
+            classified = classify_alert(
+                found, self.rulebook, received_at=record.received_at, origin=record.origin
+            )
+            await self.topology.classified.send(key=dedup_key(found), value=classified.to_dict())
+
+    async def enrich(self, alert: Alert, now: int) -> list[Alert]:
+        if alert.source == Source.ADF.value:
+            start = int(alert.details.get("window_start_ms") or now - 3600_000) - WINDOW_SLACK_MS
+            end = int(alert.details.get("window_end_ms") or now) + WINDOW_SLACK_MS
+            runs = await self.platforms.need_adf().query_runs(
+                alert.scope,
+                after=start,
+                before=min(end, now),
+                pipeline=alert.pipeline or None,
+                status="Failed",
+                latest_only=True,
+            )
+            return alerts_from_adf_runs(alert, [_adf_run_json(r) for r in runs], received_at_ms=now)
+        dbx = self.platforms.need_databricks()
+        run = await dbx.get_run_json(alert.scope, alert.run_id)
+        found = alerts_from_databricks_run(alert, run, received_at_ms=now)
+        repair_id = latest_repair_id(run)
+        if not repair_id:
+            return found
+        return [replace(a, details={**a.details, "repair_id": repair_id}) for a in found]
+
+
+def _adf_run_json(run: Any) -> dict[str, Any]:
+    return {
+        "runId": run.run_id,
+        "pipelineName": run.pipeline,
+        "status": run.status,
+        "runGroupId": run.run_group_id,
+        "isLatest": run.is_latest,
+        "message": run.message,
+        "runStart": run.run_start,
+        "lastUpdated": run.last_updated,
+    }
+
+
+def _as_failure(alert: Alert, detail: str) -> Alert:
+    return replace(
+        alert, signal=Signal.FAILURE.value, message=(alert.message + " " + detail).strip()
+    )
+
+
+def register(topology: Topology, platforms: Platforms, rulebook: Rulebook) -> None:
+    enricher = Enricher(topology, platforms, rulebook)
+
+    @topology.app.agent(topology.enrich, name="enrich")
+    async def enrich(stream: Any) -> None:
+        await run_concurrently(stream, topology.settings.executor_concurrency, enricher)

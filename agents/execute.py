@@ -1,0 +1,62 @@
+"""Executors: one agent per action topic, many actions in flight per worker.
+
+Each request runs its action's procedure (:mod:`agents.remedies`), and the report or the
+platform error is turned into effects by :mod:`streams.policy.steps`: verify later, retry the
+step, re-enter the chain, or hand over to people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.common import apply_effects, now_ms, run_concurrently
+from agents.remedies import Platforms, procedure_for
+from streams.adapters.errors import PlatformError
+from streams.app import Topology
+from streams.policy.model import ActionRequest
+from streams.policy.steps import StepConfig, after_error, after_step
+
+
+class StepRunner:
+    """Runs one action's steps; ``topology`` is read by the dead-letter path too."""
+
+    def __init__(self, topology: Topology, platforms: Platforms, action: str, config: StepConfig):
+        self.topology = topology
+        self.platforms = platforms
+        self.procedure = procedure_for(action, platforms.estate)
+        self.config = config
+
+    async def __call__(self, event: Any) -> None:
+        request = ActionRequest.from_dict(event.value)
+        now = now_ms()
+        try:
+            report = await self.procedure(request, self.platforms, now)
+        except PlatformError as error:
+            effects = after_error(
+                request,
+                kind=error.kind.value,
+                retryable=error.retryable,
+                retry_after_s=error.retry_after_s,
+                detail=str(error),
+                now_ms=now_ms(),
+                config=self.config,
+            )
+        else:
+            effects = after_step(request, report, now_ms=now_ms(), config=self.config)
+        await apply_effects(self.topology, effects, now=now_ms())
+
+
+def register(topology: Topology, platforms: Platforms) -> None:
+    app = topology.app
+    settings = topology.settings
+    config = settings.step_config()
+    for action, topic in topology.actions.items():
+        runner = StepRunner(topology, platforms, action, config)
+        app.agent(topic, name=f"execute-{action}")(_body(runner, settings.executor_concurrency))
+
+
+def _body(runner: StepRunner, limit: int) -> Any:
+    async def execute(stream: Any) -> None:
+        await run_concurrently(stream, limit, runner)
+
+    return execute

@@ -1,0 +1,345 @@
+"""One procedure per action: the platform calls that carry a remediation step out.
+
+Each takes the :class:`ActionRequest` and the platform clients and returns a
+:class:`StepReport`, or raises :class:`PlatformError`. The decisions inside (which state reads
+how, how far to scale, which version next) are in :mod:`streams.policy.remedies`. Every
+procedure checks current state before acting, so a redelivered request adopts the run, repair
+or cluster start the first delivery began instead of starting another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from streams.adapters.adf import ADFClient
+from streams.adapters.databricks import DatabricksClient
+from streams.adapters.errors import ErrorKind, PlatformError
+from streams.adapters.playbook import PlaybookClient
+from streams.estate import Estate
+from streams.policy import remedies
+from streams.policy.model import Action, ActionRequest, Step
+from streams.policy.steps import Status, StepReport
+
+DAY_MS = 24 * 3600 * 1000
+_DRIVER_TROUBLE = {
+    "DRIVER_NOT_RESPONDING",
+    "DRIVER_UNAVAILABLE",
+    "DRIVER_UNREACHABLE",
+    "DRIVER_UNRESPONSIVE",
+}
+
+
+class CannotRemediate(PlatformError):
+    """The action cannot help here (e.g. a cluster already at its maximum size)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorKind.BAD_REQUEST, detail)
+
+
+@dataclass
+class Platforms:
+    estate: Estate
+    adf: ADFClient | None
+    databricks: DatabricksClient | None
+    playbooks: PlaybookClient | None
+
+    def need_adf(self) -> ADFClient:
+        if self.adf is None:
+            raise PlatformError(ErrorKind.AUTH, "no Azure AD credentials configured for ADF")
+        return self.adf
+
+    def need_databricks(self) -> DatabricksClient:
+        if self.databricks is None:
+            raise PlatformError(ErrorKind.AUTH, "no Databricks workspace configured")
+        return self.databricks
+
+
+Procedure = Callable[[ActionRequest, Platforms, int], Awaitable[StepReport]]
+
+
+# ---- ADF -------------------------------------------------------------------------------------
+
+
+async def retry_pipeline(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    if request.step == Step.VERIFY.value:
+        return await _verify_adf_run(request, p)
+    return await _rerun(request, p)
+
+
+async def upstream_check(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    if request.step == Step.VERIFY.value:
+        return await _verify_adf_run(request, p)
+    alert = request.alert
+    deps = p.estate.dependencies.get(alert.scope, {})
+    upstream = remedies.upstream_pipelines(
+        alert.pipeline, deps, use_naming_convention=p.estate.naming_convention_fallback
+    )
+    if upstream:
+        adf = p.need_adf()
+        latest: dict[str, str] = {}
+        for name in upstream:
+            runs = await adf.query_runs(
+                alert.scope, after=now_ms - DAY_MS, before=now_ms, pipeline=name, latest_only=True
+            )
+            newest = max(runs, key=lambda r: (r.run_start, r.last_updated), default=None)
+            latest[name] = newest.status if newest else ""
+        ready, detail = remedies.upstream_ready(latest)
+        if not ready:
+            return StepReport(Status.WAITING, detail=detail)
+    return await _rerun(request, p)
+
+
+async def _rerun(request: ActionRequest, p: Platforms) -> StepReport:
+    adf = p.need_adf()
+    alert = request.alert
+    group = alert.group_id or request.chain_id.split("|", 2)[-1]
+    latest = await adf.latest_in_group(alert.scope, group)
+    if latest is not None and latest.run_id != alert.run_id:
+        # a newer run of the group exists: our own earlier delivery, or a person's rerun
+        return StepReport(
+            Status.STARTED,
+            new_run_id=latest.run_id,
+            platform_status=latest.status,
+            detail=f"adopted run {latest.run_id} already in group {group}",
+        )
+    pipeline = alert.pipeline or (await adf.get_run(alert.scope, alert.run_id)).pipeline
+    new_run = await adf.rerun_from_failure(alert.scope, pipeline, alert.run_id)
+    return StepReport(
+        Status.STARTED,
+        new_run_id=new_run,
+        platform_status="Queued",
+        detail=f"rerun {new_run} from failure of {alert.run_id}",
+    )
+
+
+async def _verify_adf_run(request: ActionRequest, p: Platforms) -> StepReport:
+    run = await p.need_adf().get_run(request.alert.scope, request.context["new_run_id"])
+    return StepReport(
+        remedies.ADF_RUN_STATUS.get(run.status, Status.PENDING),
+        new_run_id=run.run_id,
+        platform_status=run.status,
+        detail=run.message,
+    )
+
+
+# ---- Databricks ------------------------------------------------------------------------------
+
+
+async def restart_cluster(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    dbx = p.need_databricks()
+    ws, cluster_id = request.alert.scope, _cluster_id(request)
+    cluster = await dbx.get_cluster(ws, cluster_id)
+    if request.step == Step.VERIFY.value:
+        return _cluster_report(cluster.state, cluster.state_message)
+    if cluster.state in ("PENDING", "RESTARTING"):
+        return StepReport(Status.STARTED, platform_status=cluster.state, detail="already starting")
+    if cluster.state == "RUNNING":
+        if request.alert.error_code not in _DRIVER_TROUBLE:
+            return StepReport(
+                Status.SUCCEEDED, platform_status="RUNNING", detail="cluster already running"
+            )
+        await dbx.restart_cluster(ws, cluster_id)
+        return StepReport(
+            Status.STARTED, platform_status="RESTARTING", detail="driver restart requested"
+        )
+    if cluster.state != "TERMINATED":
+        raise PlatformError(
+            ErrorKind.CONFLICT, f"cluster is {cluster.state}; start needs TERMINATED"
+        )
+    await dbx.start_cluster(ws, cluster_id)
+    return StepReport(
+        Status.STARTED, platform_status="PENDING", detail=f"start of {cluster_id} requested"
+    )
+
+
+async def scale_cluster(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    dbx = p.need_databricks()
+    ws, cluster_id = request.alert.scope, _cluster_id(request)
+    cluster = await dbx.get_cluster(ws, cluster_id)
+    if request.step == Step.VERIFY.value:
+        report = _cluster_report(cluster.state, cluster.state_message)
+        wanted = int(request.context.get("target_workers", "0"))
+        if report.status is Status.SUCCEEDED and cluster.num_workers < wanted:
+            return StepReport(
+                Status.PENDING, platform_status=cluster.state, detail="resize under way"
+            )
+        return report
+    if cluster.state == "RESIZING":
+        return StepReport(
+            Status.STARTED,
+            platform_status="RESIZING",
+            detail="resize already under way",
+            context={"target_workers": str(cluster.num_workers)},
+        )
+    if cluster.state != "RUNNING":
+        raise PlatformError(ErrorKind.CONFLICT, f"cluster is {cluster.state}; resize needs RUNNING")
+    target = remedies.scale_target(cluster.num_workers, cluster.autoscale_max)
+    if target is None:
+        raise CannotRemediate(
+            f"cluster {cluster_id} is already at its maximum of {cluster.num_workers} workers"
+        )
+    await dbx.resize_cluster(ws, cluster_id, target)
+    return StepReport(
+        Status.STARTED,
+        platform_status="RESIZING",
+        context={"target_workers": str(target)},
+        detail=f"resize {cluster.num_workers} -> {target} workers",
+    )
+
+
+async def library_fallback(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    dbx = p.need_databricks()
+    ws, cluster_id = request.alert.scope, _cluster_id(request)
+    name, failed_version = remedies.split_requirement(request.alert.library)
+    if request.step == Step.VERIFY.value:
+        cluster = await dbx.get_cluster(ws, cluster_id)
+        if cluster.state != "RUNNING":  # libraries resolve once the restart is through
+            return (
+                _cluster_report(cluster.state, cluster.state_message)
+                if cluster.state == "ERROR"
+                else StepReport(
+                    Status.PENDING, platform_status=cluster.state, detail="waiting for the restart"
+                )
+            )
+        wanted = request.context["installing"]
+        statuses = {s.library: s for s in await dbx.library_statuses(ws, cluster_id)}
+        status = statuses.get(wanted)
+        if status is None:
+            return StepReport(Status.PENDING, detail=f"{wanted} not listed yet")
+        tried = request.context.get("tried_versions", "")
+        return StepReport(
+            remedies.LIBRARY_STATUS.get(status.status, Status.PENDING),
+            platform_status=status.status,
+            detail="; ".join(status.messages)[:300],
+            context={"tried_versions": tried},
+        )
+    tried = [v for v in request.alert.details.get("tried_versions", "").split(",") if v]
+    version = remedies.next_library_version(
+        p.estate.library_fallbacks.get(name, ()), [failed_version, *tried]
+    )
+    if version is None:
+        raise CannotRemediate(f"no untried fallback version configured for {name}")
+    spec = f"{name}=={version}"
+    await dbx.uninstall_library(ws, cluster_id, request.alert.library)
+    await dbx.install_library(ws, cluster_id, spec)
+    cluster = await dbx.get_cluster(ws, cluster_id)
+    if cluster.state == "RUNNING":  # uninstalls take effect only at the next restart
+        await dbx.restart_cluster(ws, cluster_id)
+    return StepReport(
+        Status.STARTED,
+        detail=f"{request.alert.library} -> {spec}",
+        context={"installing": spec, "tried_versions": ",".join([*tried, version])},
+    )
+
+
+async def repair_job(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    dbx = p.need_databricks()
+    ws, run_id = request.alert.scope, request.alert.run_id
+    if request.step == Step.VERIFY.value:
+        run = await dbx.get_run(ws, request.context.get("new_run_id") or run_id)
+        return StepReport(
+            remedies.job_run_status(run.life_cycle_state, run.result_state),
+            platform_status=f"{run.life_cycle_state}/{run.result_state}",
+            detail=run.state_message,
+        )
+    if not run_id:
+        job_id = request.alert.job_id
+        token = f"pipemedic:{request.chain_id}:{request.attempt}"[-64:]
+        new_run = await dbx.run_now(ws, job_id, idempotency_token=token)
+        return StepReport(
+            Status.STARTED, new_run_id=str(new_run), detail=f"run-now of job {job_id}"
+        )
+    run = await dbx.get_run(ws, run_id)
+    known = request.alert.details.get("repair_id", "")
+    if run.latest_repair_id is not None and str(run.latest_repair_id) != known:
+        return StepReport(
+            Status.STARTED,
+            new_run_id=str(run_id),
+            repair_id=str(run.latest_repair_id),
+            detail=f"adopted repair {run.latest_repair_id}",
+        )
+    repair_id = await dbx.repair_run(ws, run_id, run.latest_repair_id)
+    return StepReport(
+        Status.STARTED,
+        new_run_id=str(run_id),
+        repair_id=str(repair_id),
+        detail=f"repair {repair_id} of run {run_id} (failed tasks only)",
+    )
+
+
+def _cluster_id(request: ActionRequest) -> str:
+    cluster_id = request.alert.cluster_id
+    if not cluster_id:
+        raise CannotRemediate("the alert names no cluster")
+    return cluster_id
+
+
+def _cluster_report(state: str, message: str) -> StepReport:
+    return StepReport(
+        remedies.CLUSTER_STATE.get(state, Status.PENDING), platform_status=state, detail=message
+    )
+
+
+# ---- people ----------------------------------------------------------------------------------
+
+
+async def page_people(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    """The manual action: call the configured playbook (paging, ticket) if there is one."""
+    if p.playbooks is not None and Action.MANUAL.value in p.estate.playbooks.urls:
+        await p.playbooks.call(Action.MANUAL.value, playbook_payload(request))
+        return StepReport(Status.SUCCEEDED, detail="manual playbook called")
+    return StepReport(
+        Status.SUCCEEDED, detail="recorded for people (no manual playbook configured)"
+    )
+
+
+async def via_playbook(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    """Any action may be delegated to a configured webhook instead of the platform API."""
+    if (
+        request.step == Step.VERIFY.value
+        and request.alert.source == "adf"
+        and request.context.get("new_run_id")
+    ):
+        return await _verify_adf_run(request, p)
+    answer = await p.playbooks.call(request.action, playbook_payload(request))
+    new_run = str(answer.get("new_run_id") or answer.get("run_id") or "")
+    if new_run and request.alert.source == "adf" and p.adf is not None:
+        return StepReport(Status.STARTED, new_run_id=new_run, detail="playbook started a rerun")
+    return StepReport(Status.SUCCEEDED, detail=f"playbook answered {sorted(answer)}")
+
+
+def playbook_payload(request: ActionRequest) -> dict:
+    alert = request.alert
+    return {
+        "ticket_id": request.chain_id,
+        "error_type": request.classification.error_type,
+        "metadata": {
+            "source": alert.source,
+            "scope": alert.scope,
+            "run_id": alert.run_id,
+            "pipeline": alert.pipeline,
+            "cluster_id": alert.cluster_id,
+            "error_code": alert.error_code,
+            "message": alert.message[:500],
+        },
+        "retry_attempt": request.attempt,
+        "max_retries": request.max_attempts,
+    }
+
+
+PROCEDURES: dict[str, Procedure] = {
+    Action.RETRY_PIPELINE.value: retry_pipeline,
+    Action.UPSTREAM_CHECK.value: upstream_check,
+    Action.RESTART_CLUSTER.value: restart_cluster,
+    Action.SCALE_CLUSTER.value: scale_cluster,
+    Action.LIBRARY_FALLBACK.value: library_fallback,
+    Action.REPAIR_JOB.value: repair_job,
+    Action.MANUAL.value: page_people,
+}
+
+
+def procedure_for(action: str, estate: Estate) -> Procedure:
+    if action != Action.MANUAL.value and action in estate.playbooks.urls:
+        return via_playbook
+    return PROCEDURES[action]

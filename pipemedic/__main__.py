@@ -1,0 +1,3 @@
+from pipemedic.cli import main
+
+raise SystemExit(main())

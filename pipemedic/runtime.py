@@ -1,0 +1,137 @@
+"""Run workers as child processes and watch what they produce.
+
+Used by ``pipemedic demo``, the integration tests and the benchmarks: a worker is a real
+``pipemedic worker`` process configured through ``PIPEMEDIC_*`` variables, so a test can kill
+it with SIGKILL and start another exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+
+from pipemedic.embedded import die_with_parent
+from streams.codecs import decode
+from streams.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build exactly these settings."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, tuple | list | dict):
+            value = json.dumps(list(value) if not isinstance(value, dict) else value)
+        env[f"PIPEMEDIC_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """One ``pipemedic worker`` child process with its log file."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, extra_env: Mapping[str, str] = ()):
+        self.settings = settings
+        self.log_path = Path(log_path)
+        self.extra_env = dict(extra_env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipemedic", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Graceful stop (SIGTERM: Faust flushes and commits), SIGKILL if it hangs."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no flush, no commit; what was not committed is redelivered."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, payloads: Iterable[bytes], *, key: bytes | None = None
+) -> int:
+    """Send raw messages one by one (single-record batches keep Tansu's offsets right)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1, linger_ms=0)
+    await producer.start()
+    sent = 0
+    try:
+        for payload in payloads:
+            await (await producer.send(topic, payload, key=key))
+            sent += 1
+    finally:
+        await producer.stop()
+    return sent
+
+
+class RecordTail:
+    """Follow an Avro topic from the beginning (no consumer group: a pure observer)."""
+
+    def __init__(self, bootstrap: str, topic: str, record: str):
+        self.record = record
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+
+    async def __aenter__(self) -> RecordTail:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 500) -> list[dict[str, Any]]:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms)
+        return [decode(self.record, m.value) for msgs in batches.values() for m in msgs]

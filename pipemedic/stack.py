@@ -1,0 +1,156 @@
+"""The embedded stack: Tansu broker, platform simulator and worker processes, as one unit.
+
+``pipemedic demo``, the integration tests and the benchmarks all start pipemedic this way, so
+what the tests exercise is what a user runs. Everything lives in one run folder and is
+stopped on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipemedic.embedded import EmbeddedBroker, create_topics, free_port
+from pipemedic.runtime import WorkerProcess, produce_raw
+from pipemedic.simulator import load_world, start_in_thread
+from pipemedic.worker import planned_topics
+from streams.policy import routing
+from streams.settings import Settings
+
+DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
+
+
+def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides: Any) -> Settings:
+    """Settings for the embedded stack: short delays so a scenario takes seconds, not hours."""
+    values: dict[str, Any] = {
+        "data_dir": run_dir,
+        "broker_url": broker_url,
+        "broker_session_timeout_s": 6.0,
+        "single_record_batches": True,
+        "mode": "automatic",
+        "rules_file": DEMO_DATA / "rules.yaml",
+        "estate_file": estate_file,
+        "verify_poll_s": 1.0,
+        "verify_max_polls": 30,
+        "transient_backoff_s": (1.0, 2.0, 3.0),
+        "upstream_recheck_s": 2.0,
+        "upstream_max_checks": 15,
+        "sink_flush_s": 0.5,
+        "web_port": free_port(),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def write_estate(
+    run_dir: Path, world: Any, sim_url: str, extras: dict[str, Any] | None = None
+) -> Path:
+    """An estate pointing every platform of ``world`` at the simulator."""
+    if extras is None:
+        extras = yaml.safe_load((DEMO_DATA / "estate_extras.yaml").read_text()) or {}
+    estate = {
+        "azure_ad": {
+            "tenant_id": world.azure_ad.tenant_id,
+            "client_id": world.azure_ad.client_id,
+            "client_secret": world.azure_ad.client_secret,
+            "authority_url": sim_url,
+        },
+        "adf": {
+            "arm_url": sim_url,
+            "factories": {
+                f.name: {"subscription_id": f.subscription, "resource_group": f.resource_group}
+                for f in world.factories
+            },
+            **extras.get("adf", {}),
+        },
+        "databricks": {
+            "workspaces": {
+                w.workspace_id: {"host": f"{sim_url}/databricks/{w.workspace_id}", "token": w.token} for w in world.workspaces
+            },
+            **extras.get("databricks", {}),
+        },
+        "playbooks": extras.get("playbooks", {}),
+    }
+    path = run_dir / "estate.yaml"
+    path.write_text(yaml.safe_dump(estate, sort_keys=False))
+    return path
+
+
+class EmbeddedStack:
+    """``with EmbeddedStack(run_dir, world) as stack:`` broker + simulator + one worker."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        world: Any,
+        *,
+        estate_extras: dict[str, Any] | None = None,
+        start_worker: bool = True,
+        **settings_overrides: Any,
+    ):
+        self.run_dir = Path(run_dir)
+        self.world = load_world(world)
+        self.estate_extras = estate_extras
+        self.start_worker = start_worker
+        self.settings_overrides = settings_overrides
+        self._stack = contextlib.ExitStack()
+        self.broker: EmbeddedBroker | None = None
+        self.simulator: Any = None
+        self.settings: Settings | None = None
+        self.worker: WorkerProcess | None = None
+        self._workers_started = 0
+
+    def __enter__(self) -> EmbeddedStack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.broker = self._stack.enter_context(EmbeddedBroker(self.run_dir / "broker"))
+            self.simulator = start_in_thread(self.world)
+            self._stack.callback(self.simulator.stop)
+            estate = write_estate(self.run_dir, self.world, self.simulator.url, self.estate_extras)
+            self.settings = fast_settings(
+                self.run_dir, self.broker.url, estate, **self.settings_overrides
+            )
+            asyncio.run(
+                create_topics(
+                    self.broker.bootstrap, planned_topics(self.settings), self.settings.partitions
+                )
+            )
+            self._stack.callback(self.stop_worker)
+            if self.start_worker:
+                self.start_new_worker()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.broker is not None
+        return self.broker.bootstrap
+
+    def start_new_worker(self) -> WorkerProcess:
+        assert self.settings is not None
+        self._workers_started += 1
+        log = self.run_dir / f"worker-{self._workers_started}.log"
+        self.worker = WorkerProcess(self.settings, log).start()
+        return self.worker
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def kill_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
+    def send_raw(self, payloads: list[bytes]) -> int:
+        return asyncio.run(produce_raw(self.bootstrap, routing.RAW, payloads))

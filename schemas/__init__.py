@@ -1,0 +1,1 @@
+"""Avro schemas of the internal records (``*.avsc``), shipped as package data."""

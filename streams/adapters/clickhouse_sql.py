@@ -1,0 +1,227 @@
+"""The SQL text of the audit trail: schema, the ``chains`` view and the report queries.
+
+One dialect for both stores (embedded chDB and a ClickHouse server), so everything here is
+plain ClickHouse SQL with ``{name:Type}`` server-side parameters; nothing is formatted into
+a query except the database identifier of the DDL, which is validated first.
+
+Replays must not count twice. The table is a ReplacingMergeTree keyed on
+``(chain_id, event_id)`` and every read goes through ``FINAL``, so two copies of one
+transition collapse at query time even before a background merge has removed one.
+
+What a chain *ended as* is decided once, in the ``chains`` view, and every report and
+dashboard reads that view rather than re-deriving it:
+
+=============  =============================================================================
+result         meaning
+=============  =============================================================================
+remediated     last state ``resolved`` and pipemedic executed at least one action: a success
+self_healed    last state ``resolved`` with no action of ours (the platform's own retry)
+gave_up        a ``gave_up`` row exists: automation exhausted its attempts (even if a human
+               fixed it later: that is still a failure of the automation)
+manual         a ``manual`` row exists: handed to a human with no automated attempt
+               (never-automate list, observe mode)
+dead_letter    the chain's last row is a dead letter (most dead letters have no chain;
+               they are counted from the rows, see KPIS)
+open           anything else: still scheduled, verifying, waiting
+=============  =============================================================================
+
+Success rate = remediated / (remediated + gave_up): the share of chains where automation
+tried and finished that it fixed (the KPI target is > 80 %).
+"""
+
+from __future__ import annotations
+
+import re
+
+from streams.policy.model import OutcomeState
+
+# Tables are data: one row per Outcome field, in the dataclass order.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "String"),
+    ("at", "DateTime64(3, 'UTC')"),
+    ("chain_id", "String"),
+    ("dedup_key", "String"),
+    ("state", "LowCardinality(String)"),
+    ("source", "LowCardinality(String)"),
+    ("scope", "String"),
+    ("pipeline", "String"),
+    ("run_id", "String"),
+    ("alert_id", "String"),
+    ("error_type", "LowCardinality(String)"),
+    ("risk", "LowCardinality(String)"),
+    ("action", "LowCardinality(String)"),
+    ("attempt", "UInt32"),
+    ("max_attempts", "UInt32"),
+    ("due_at", "DateTime64(3, 'UTC')"),
+    ("first_seen_at", "DateTime64(3, 'UTC')"),
+    ("new_run_id", "String"),
+    ("platform_status", "LowCardinality(String)"),
+    ("cost_usd", "Float64"),
+    ("detail", "String"),
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+# Outcome carries these as epoch milliseconds; the table stores DateTime64(3).
+TIME_COLUMNS: frozenset[str] = frozenset({"at", "due_at", "first_seen_at"})
+
+# Lifecycle order of the states: breaks ties between rows written in the same millisecond,
+# so "resolved" written in the same ms as "executed" still counts as the chain's last state.
+_STATE_RANK = "[" + ", ".join(f"'{s.value}'" for s in OutcomeState) + "]"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain ClickHouse identifier: {name!r}")
+    return f"`{name}`"
+
+
+def create_database(database: str) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}"
+
+
+def create_outcomes(database: str) -> str:
+    columns = ",\n    ".join(f"{name} {type_}" for name, type_ in COLUMNS)
+    # No PARTITION BY: replacing only works inside one partition, and a replayed row may
+    # carry a different ``at``. non_replicated_deduplication_window turns on insert
+    # deduplication for a plain (non-replicated) server and for chDB; replicated and
+    # ClickHouse Cloud tables deduplicate inserts by default.
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote_identifier(database)}.outcomes\n(\n    {columns}\n)\n"
+        "ENGINE = ReplacingMergeTree\n"
+        "ORDER BY (chain_id, event_id)\n"
+        "SETTINGS non_replicated_deduplication_window = 1000"
+    )
+
+
+def add_missing_columns(database: str) -> str:
+    """Outcome grew a field since the table was created: add it (a no-op when up to date)."""
+    clauses = ",\n    ".join(f"ADD COLUMN IF NOT EXISTS {n} {t}" for n, t in COLUMNS)
+    return f"ALTER TABLE {quote_identifier(database)}.outcomes\n    {clauses}"
+
+
+def create_chains_view(database: str) -> str:
+    # The inner query renames the columns so the aggregates can take back their names.
+    db = quote_identifier(database)
+    return f"""CREATE OR REPLACE VIEW {db}.chains AS
+SELECT
+    chain_id,
+    argMax(s, (t, indexOf({_STATE_RANK}, s))) AS final_state,
+    multiIf(
+        countIf(s = 'gave_up') > 0, 'gave_up',
+        countIf(s = 'manual') > 0, 'manual',
+        final_state = 'resolved' AND countIf(s = 'executed') > 0, 'remediated',
+        final_state = 'resolved', 'self_healed',
+        final_state = 'dead_letter', 'dead_letter',
+        'open') AS result,
+    multiIf(final_state != 'resolved', '',
+            result = 'remediated', 'pipemedic',
+            result = 'self_healed', 'platform',
+            'human') AS resolved_by,
+    argMaxIf(src, t, src != '') AS source,
+    argMaxIf(pl, t, pl != '') AS pipeline,
+    argMaxIf(et, t, et != '') AS error_type,
+    argMaxIf(rk, t, rk != '') AS risk,
+    argMaxIf(act, t, act != '') AS action,
+    countIf(s = 'executed') AS actions_taken,
+    max(att) AS attempts,
+    countIf(s = 'duplicate') AS duplicates,
+    sum(cost) AS cost_usd,
+    if(countIf(fs > toDateTime64(0, 3, 'UTC')) > 0,
+       minIf(fs, fs > toDateTime64(0, 3, 'UTC')), min(t)) AS opened_at,
+    max(t) AS last_at,
+    if(final_state = 'resolved', maxIf(t, s = 'resolved'), NULL) AS resolved_at,
+    toUnixTimestamp64Milli(resolved_at) - toUnixTimestamp64Milli(opened_at)
+        AS time_to_resolution_ms
+FROM
+(
+    SELECT chain_id, state AS s, at AS t, source AS src, pipeline AS pl, error_type AS et,
+           risk AS rk, action AS act, attempt AS att, cost_usd AS cost, first_seen_at AS fs
+    FROM {db}.outcomes FINAL
+    WHERE chain_id != ''
+)
+GROUP BY chain_id"""
+
+
+def schema_statements(database: str) -> tuple[str, ...]:
+    """Table, columns and view, in that order; each store creates the database itself."""
+    return (create_outcomes(database), add_missing_columns(database), create_chains_view(database))
+
+
+# --- reports ---------------------------------------------------------------------------
+# Each takes {since_ms:Int64} (0 = everything) and reads the default database of the store.
+# Row-level counts (alerts, duplicates, executions, cost) use rows at or after ``since``;
+# chain-level counts use chains with any activity at or after ``since``.
+# Alert fatigue reduction: without pipemedic every alert pages someone; with it, one page
+# per chain that needed a human (gave up, manual, dead letter).
+
+_SINCE = "fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')"
+
+REPORT_BY_ERROR_TYPE = f"""
+SELECT
+    if(kind = '', '(unclassified)', kind) AS error_type,
+    uniqExactIf(alert_id, state IN ('received', 'duplicate') AND alert_id != '') AS alerts,
+    countIf(state = 'duplicate') AS duplicates,
+    countIf(state = 'executed') AS actions_executed,
+    uniqExactIf(chain_id, result = 'remediated') AS succeeded,
+    uniqExactIf(chain_id, result = 'gave_up') AS failed,
+    uniqExactIf(chain_id, result = 'manual') AS manual,
+    uniqExactIf(chain_id, result = 'self_healed') AS self_healed,
+    uniqExactIf(chain_id, result IN ('open', 'dead_letter')) AS open,
+    succeeded / nullIf(succeeded + failed, 0) AS success_rate,
+    sum(cost_usd) AS cost_usd
+FROM
+(
+    SELECT o.alert_id AS alert_id, o.state AS state, o.chain_id AS chain_id,
+           o.cost_usd AS cost_usd, c.result AS result,
+           if(c.error_type != '', c.error_type, o.error_type) AS kind
+    FROM outcomes AS o FINAL
+    LEFT JOIN chains AS c ON c.chain_id = o.chain_id
+    WHERE o.at >= {_SINCE}
+)
+GROUP BY error_type
+ORDER BY error_type
+"""
+
+CHAIN_SUMMARIES = f"""
+SELECT
+    chain_id, final_state, result, resolved_by, source, pipeline, error_type, risk, action,
+    actions_taken, attempts, duplicates, cost_usd,
+    toUnixTimestamp64Milli(opened_at) AS opened_at,
+    toUnixTimestamp64Milli(last_at) AS last_at,
+    toUnixTimestamp64Milli(resolved_at) AS resolved_at,
+    time_to_resolution_ms
+FROM (SELECT * FROM chains WHERE last_at >= {_SINCE})  -- before the aliases shadow last_at
+ORDER BY opened_at, chain_id
+"""
+
+KPIS = f"""
+SELECT *, 1 - needed_human / nullIf(alerts, 0) AS alert_fatigue_reduction
+FROM
+(
+    SELECT
+        count() AS chains,
+        countIf(result = 'remediated') AS succeeded,
+        countIf(result = 'gave_up') AS failed,
+        countIf(result = 'manual') AS manual,
+        countIf(result = 'self_healed') AS self_healed,
+        countIf(result IN ('gave_up', 'manual', 'dead_letter')) AS needed_human,
+        succeeded / nullIf(succeeded + failed, 0) AS success_rate,
+        avgIf(time_to_resolution_ms, resolved_by = 'pipemedic') AS mean_time_to_resolution_ms,
+        avgIf(time_to_resolution_ms, resolved_by = 'human') AS mean_time_to_resolution_manual_ms,
+        avgIf(attempts, result = 'remediated') AS mean_retries
+    FROM chains
+    WHERE last_at >= {_SINCE}
+) AS c
+CROSS JOIN
+(
+    SELECT
+        uniqExactIf(alert_id, state IN ('received', 'duplicate') AND alert_id != '') AS alerts,
+        countIf(state = 'duplicate') AS alerts_suppressed,
+        countIf(state = 'executed') AS actions_executed,
+        countIf(state = 'dead_letter') AS dead_letters,
+        sum(cost_usd) AS cost_usd
+    FROM outcomes FINAL
+    WHERE at >= {_SINCE}
+) AS r
+"""

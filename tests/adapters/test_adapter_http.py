@@ -1,0 +1,184 @@
+"""The shared HTTP error mapping: status table, Retry-After forms, safe path segments."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from aiohttp import web
+
+from streams.adapters.errors import ErrorKind, PlatformError
+from streams.adapters.http import (
+    DEFAULT_THROTTLE_S,
+    arm_quota_remaining,
+    error_from_exception,
+    error_from_response,
+    json_body,
+    path_segment,
+    retry_after_s,
+    shared_http_client,
+)
+
+NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, ErrorKind.BAD_REQUEST),
+        (401, ErrorKind.AUTH),
+        (403, ErrorKind.AUTH),
+        (404, ErrorKind.NOT_FOUND),
+        (408, ErrorKind.TRANSIENT),
+        (409, ErrorKind.CONFLICT),
+        (412, ErrorKind.BAD_REQUEST),
+        (422, ErrorKind.BAD_REQUEST),
+        (429, ErrorKind.THROTTLED),
+        (500, ErrorKind.TRANSIENT),
+        (502, ErrorKind.TRANSIENT),
+        (503, ErrorKind.TRANSIENT),
+        (504, ErrorKind.TRANSIENT),
+    ],
+)
+def test_status_table(status: int, kind: ErrorKind) -> None:
+    error = error_from_response(httpx.Response(status), "ADF get run")
+    assert error.kind is kind
+    assert error.status == status
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"Retry-After": "17"}, 17.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"Retry-After": "Tue, 14 Nov 2023 22:14:00 GMT"}, 40.0),
+        ({"Retry-After": "Tue, 14 Nov 2023 22:00:00 GMT"}, 0.0),  # already past
+        ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),  # Azure's ms header wins
+        ({"x-ms-retry-after-ms": "250"}, 0.25),
+        ({"x-ms-ratelimit-remaining-subscription-writes": "0"}, DEFAULT_THROTTLE_S),
+        ({"x-ms-ratelimit-remaining-subscription-writes": "1190"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after(headers: dict[str, str], wait: float | None) -> None:
+    assert retry_after_s(httpx.Headers(headers), now=lambda: NOW) == wait
+
+
+def test_arm_quota_is_the_smallest_remaining_budget() -> None:
+    headers = httpx.Headers(
+        {
+            "x-ms-ratelimit-remaining-subscription-reads": "14988",
+            "x-ms-ratelimit-remaining-subscription-writes": "3",
+        }
+    )
+    assert arm_quota_remaining(headers) == 3
+    assert arm_quota_remaining(httpx.Headers({})) is None
+
+
+def test_throttle_without_any_hint_still_waits() -> None:
+    error = error_from_response(httpx.Response(429), "ADF createRun")
+    assert error.kind is ErrorKind.THROTTLED
+    assert error.retry_after_s == DEFAULT_THROTTLE_S
+
+
+def test_service_unavailable_keeps_its_retry_after() -> None:
+    error = error_from_response(httpx.Response(503, headers={"Retry-After": "4"}), "ADF")
+    assert (error.kind, error.retry_after_s) == (ErrorKind.TRANSIENT, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            {"error": {"code": "PipelineRunNotFound", "message": "gone"}},
+            "PipelineRunNotFound: gone",
+        ),
+        (
+            {"error": "invalid_client", "error_description": "AADSTS7000215"},
+            "invalid_client: AADSTS7000215",
+        ),
+        ({"error_code": "INVALID_STATE", "message": "busy"}, "INVALID_STATE: busy"),
+    ],
+)
+def test_error_message_carries_the_platform_code(body: dict, detail: str) -> None:
+    error = error_from_response(httpx.Response(400, json=body), "call")
+    assert str(error) == f"call: HTTP 400 {detail}"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("slow"),
+        httpx.PoolTimeout("busy"),
+        httpx.ConnectError("refused"),
+        httpx.RemoteProtocolError("reset"),
+    ],
+)
+def test_transport_failures_are_transient(exc: Exception) -> None:
+    assert error_from_exception(exc, "call").kind is ErrorKind.TRANSIENT
+
+
+def test_garbled_success_answer_is_transient() -> None:
+    with pytest.raises(PlatformError) as caught:
+        json_body(httpx.Response(200, content=b"<html>proxy</html>"), "call")
+    assert caught.value.kind is ErrorKind.TRANSIENT
+    assert json_body(httpx.Response(200, content=b""), "call") == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        ("load_orders", "load_orders"),
+        ("../../x", "..%2F..%2Fx"),
+        ("a/b?c", "a%2Fb%3Fc"),
+        ("a#b%2F", "a%23b%252F"),
+        ("with space", "with%20space"),
+    ],
+)
+def test_path_segment_escapes_everything_that_could_move_the_path(value: str, segment: str) -> None:
+    assert path_segment(value, "pipeline") == segment
+
+
+@pytest.mark.parametrize("value", ["", ".", ".."])
+def test_dot_segments_are_refused(value: str) -> None:
+    with pytest.raises(PlatformError) as caught:
+        path_segment(value, "pipeline")
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+
+
+async def test_shared_client_maps_refused_connections_to_connect_error() -> None:
+    async with shared_http_client() as http:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await http.get("http://127.0.0.1:9/", timeout=2)
+    assert error_from_exception(caught.value, "call").kind is ErrorKind.TRANSIENT
+
+
+async def test_shared_client_decodes_compressed_answers_and_keeps_raw_paths() -> None:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.rel_url.raw_path)
+        response = web.json_response({"runId": "x" * 2000})
+        response.enable_compression()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with shared_http_client() as http:
+            response = await http.post(
+                f"http://127.0.0.1:{port}/p/{path_segment('a/b?c', 'x')}/run",
+                params={"api-version": "1"},
+                json={"k": 1},
+            )
+        assert response.headers["content-encoding"] in ("gzip", "deflate")
+        assert response.json() == {"runId": "x" * 2000}
+        assert seen == ["/p/a%2Fb%3Fc/run"]
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,141 @@
+"""The Grafana dashboards: well-formed, wired to the provisioned data source, and every
+panel's SQL runs on the ``outcomes`` schema (embedded chDB, a few rows)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.adapters.clickhouse import ChdbStore
+from streams.policy.model import Outcome
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((ROOT / "dashboards/json").glob("*.json"))
+DATASOURCE = yaml.safe_load(
+    (ROOT / "dashboards/provisioning/datasources/clickhouse.yaml").read_text()
+)["datasources"][0]
+PLUGIN = "grafana-clickhouse-datasource"
+
+
+def panels(dashboard: dict) -> Iterator[dict]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows keep theirs inside
+
+
+QUERIES = [
+    pytest.param(target["rawSql"], target.get("format"), id=f"{path.stem}:{panel['title']}")
+    for path in DASHBOARDS
+    for panel in panels(json.loads(path.read_text()))
+    for target in panel.get("targets", [])
+]
+
+# The plugin's macros (pkg/macros/macros.go), expanded the way it does for a fixed range.
+FROM_S, TO_S, INTERVAL_S = 0, 4_102_444_800, 3_600  # 1970 .. 2100, hourly buckets
+MACROS = [
+    (r"\$__timeFilter\(([^()]+)\)", rf"\1 >= toDateTime({FROM_S}) AND \1 <= toDateTime({TO_S})"),
+    (
+        r"\$__timeInterval\(([^()]+)\)",
+        rf"toStartOfInterval(toDateTime(\1), INTERVAL {INTERVAL_S} second)",
+    ),
+    (r"\$__fromTime\b", f"toDateTime({FROM_S})"),
+    (r"\$__toTime\b", f"toDateTime({TO_S})"),
+    (r"\$__interval_s\b", str(INTERVAL_S)),
+]
+
+
+def expand(sql: str) -> str:
+    for pattern, replacement in MACROS:
+        sql = re.sub(pattern, replacement, sql)
+    assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
+    return sql
+
+
+def test_there_is_a_dashboard() -> None:
+    assert DASHBOARDS
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_dashboard_shape(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    assert dashboard.get("id") is None  # provisioned dashboards get their id from Grafana
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        if panel["type"] == "row":
+            continue
+        assert panel["title"]
+        assert panel["datasource"] == {"type": PLUGIN, "uid": DATASOURCE["uid"]}
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"]
+            assert target["editorType"] == "sql" and target["format"] in (0, 1)
+            # the plugin's QueryType for format 0 (time series) / 1 (table)
+            assert target["queryType"] == ("timeSeries" if target["format"] == 0 else "table")
+            assert re.search(r"\bpipemedic\.(outcomes|chains)\b", target["rawSql"])
+
+
+def test_required_panels_are_there() -> None:
+    titles = " | ".join(
+        p["title"].lower() for path in DASHBOARDS for p in panels(json.loads(path.read_text()))
+    )
+    for needed in (
+        "success rate",
+        "success rate by error type",
+        "time to resolution",
+        "retries",
+        "cost",
+        "suppressed",
+        "final state",
+        "actions by type",
+        "dead letters",
+    ):
+        assert needed in titles, needed
+
+
+# fmt: off
+SAMPLE = (
+    Outcome("s1", 1_700_000_000_000, "c1", "k1", "received", alert_id="a1", source="adf",
+            error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
+    Outcome("s2", 1_700_000_001_000, "c1", "k1", "duplicate", alert_id="a2", error_type="GatewayTimeout"),
+    Outcome("s3", 1_700_000_060_000, "c1", "k1", "executed", attempt=1, cost_usd=0.4,
+            error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
+    Outcome("s4", 1_700_000_600_000, "c1", "k1", "resolved", attempt=1,
+            error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
+    Outcome("s5", 1_700_000_000_500, "c2", "k2", "received", alert_id="b1",
+            error_type="DatabricksPermissionDenied"),
+    Outcome("s6", 1_700_000_000_600, "c2", "k2", "observed", action="manual",
+            error_type="DatabricksPermissionDenied"),
+    Outcome("s7", 1_700_000_000_700, "c2", "k2", "manual", error_type="DatabricksPermissionDenied"),
+    Outcome("s8", 1_700_000_002_000, "", "alerts-raw/0/17", "dead_letter", detail="not_json"),
+)
+# fmt: on
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
+    s = ChdbStore(tmp_path_factory.mktemp("dashboards") / "chdb")
+    try:
+        s.ensure_schema()
+        s.insert(SAMPLE)
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize(("sql", "fmt"), QUERIES)
+def test_panel_sql_runs(store: ChdbStore, sql: str, fmt: int) -> None:
+    rows = store.query(expand(sql))
+    if fmt == 0:  # time series: the first column is the time, rows in time order
+        assert rows, "a time series over the sample should have points"
+        first = next(iter(rows[0]))
+        assert first == "time"
+        times = [r["time"] for r in rows]
+        assert times == sorted(times)
