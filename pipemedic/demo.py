@@ -23,6 +23,7 @@ from rich.console import Console
 from pipemedic.reporting import read_report
 from pipemedic.runtime import RecordTail
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
+from pipemedic.tansu import true_end_offsets
 from pipemedic.worker import planned_topics
 from streams.policy import routing
 from streams.policy.model import FINAL_STATES
@@ -173,7 +174,7 @@ async def _caught_up(bootstrap: str, group: str, topics: list[str], partitions: 
     await probe.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        ends = await probe.end_offsets(tps)
+        ends = await true_end_offsets(bootstrap, await probe.end_offsets(tps))
         for tp in tps:
             if ends[tp] and (await probe.committed(tp) or 0) < ends[tp]:
                 return False

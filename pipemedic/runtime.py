@@ -7,6 +7,7 @@ it with SIGKILL and start another exactly as an operator would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -99,17 +100,15 @@ class WorkerProcess:
 async def produce_raw(
     bootstrap: str, topic: str, payloads: Iterable[bytes], *, key: bytes | None = None
 ) -> int:
-    """Send raw messages one by one (single-record batches keep Tansu's offsets right)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1, linger_ms=0)
+    """Send raw messages; returns how many the broker acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
-    sent = 0
     try:
-        for payload in payloads:
-            await (await producer.send(topic, payload, key=key))
-            sent += 1
+        deliveries = [await producer.send(topic, payload, key=key) for payload in payloads]
+        await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
-    return sent
+    return len(deliveries)
 
 
 class RecordTail:

@@ -30,7 +30,7 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
         "data_dir": run_dir,
         "broker_url": broker_url,
         "broker_session_timeout_s": 6.0,
-        "single_record_batches": True,
+        "broker_end_offsets_from_fetch": True,
         "mode": "automatic",
         "rules_file": DEMO_DATA / "rules.yaml",
         "estate_file": estate_file,

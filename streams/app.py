@@ -80,8 +80,6 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         # Event Hubs closes idle connections after 240 s
         "broker_request_timeout": 90.0,
     }
-    if settings.single_record_batches:
-        options["producer_max_batch_size"] = 1
     return faust.App(settings.app_id, **options)
 
 

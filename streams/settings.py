@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     broker_sasl_username: str = ""  # Event Hubs: the literal "$ConnectionString"
     broker_sasl_password: SecretStr = SecretStr("")  # Event Hubs: the connection string
     broker_session_timeout_s: float = 30.0
-    # Tansu answers ListOffsets with the last batch's base offset + 1; one record per
-    # producer batch keeps end offsets right so table recovery restores all state.
-    single_record_batches: bool = False
+    # Tansu answers ListOffsets with the last batch's base offset + 1: read end offsets from
+    # a fetch instead, so table recovery restores all state (pipemedic/tansu.py)
+    broker_end_offsets_from_fetch: bool = False
     partitions: int = 4
 
     # ClickHouse: empty url = embedded chDB in <data_dir>/chdb
