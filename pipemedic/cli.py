@@ -128,11 +128,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    import time
+
     from pipemedic.runtime import produce_raw
+    from pipemedic.stack import relative_times
     from streams.policy.routing import RAW
 
     settings = _settings()
-    lines = [line.encode() for line in args.file.read_text().splitlines() if line.strip()]
+    now = time.time()
+    lines = [relative_times(line.encode(), now) for line in args.file.read_text().splitlines() if line.strip()]
     sent = asyncio.run(produce_raw(settings.broker_url.removeprefix("kafka://"), RAW, lines))
     print(f"sent {sent} messages to {RAW}")
     return 0

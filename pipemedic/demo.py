@@ -107,10 +107,12 @@ def run_demo(
 class Watch:
     chains: dict[str, str] = field(default_factory=dict)  # chain id -> last state
     states: Counter[str] = field(default_factory=Counter)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # every outcome seen, in order
     last_change: float = field(default_factory=time.monotonic)
     settled: bool = False
 
     def see(self, outcome: dict[str, Any]) -> None:
+        self.rows.append(outcome)
         self.states[outcome["state"]] += 1
         if outcome["chain_id"] and outcome["state"] != "duplicate":
             current = self.chains.get(outcome["chain_id"])

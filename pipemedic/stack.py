@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,4 +156,26 @@ class EmbeddedStack:
             self.worker = None
 
     def send_raw(self, payloads: list[bytes]) -> int:
-        return asyncio.run(produce_raw(self.bootstrap, routing.RAW, payloads))
+        """Send raw messages; ``${now}``-style placeholders become times as of sending."""
+        now = time.time()
+        return asyncio.run(produce_raw(self.bootstrap, routing.RAW, [relative_times(p, now) for p in payloads]))
+
+
+_PLACEHOLDER = re.compile(rb"\$\{now(?:([+-])(\d+)([smhd]))?(:ms)?\}")
+_UNIT_S = {b"s": 1, b"m": 60, b"h": 3600, b"d": 86400}
+
+
+def relative_times(payload: bytes, now: float) -> bytes:
+    """Replay files name times relative to the moment they are sent: ``${now}``,
+    ``${now-5m}``, ``${now+2h}`` become ISO-8601 UTC; ``${now-5m:ms}`` becomes epoch ms."""
+
+    def when(match: re.Match[bytes]) -> bytes:
+        sign, amount, unit, as_ms = match.groups()
+        offset = int(amount) * _UNIT_S[unit] if amount else 0
+        at = now + (offset if sign == b"+" else -offset)
+        if as_ms:
+            return str(int(at * 1000)).encode()
+        stamp = datetime.datetime.fromtimestamp(at, datetime.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+    return _PLACEHOLDER.sub(when, payload)

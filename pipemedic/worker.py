@@ -68,7 +68,16 @@ def build_worker(settings: Settings) -> Topology:
     delay.register(topology)
     execute.register(topology, platforms)
     record.register(topology, writer)
+    _register_webhooks(topology)
     return topology
+
+
+def _register_webhooks(topology: Topology) -> None:
+    try:
+        from agents import webhooks
+    except ImportError:  # the HTTP ingest module is not in this tree yet
+        return
+    webhooks.register(topology)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
