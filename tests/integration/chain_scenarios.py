@@ -1,0 +1,63 @@
+"""Worlds, rules and alerts for the chain and delay-tier scenarios (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipemedic.stack import DEMO_DATA
+from streams.codecs import encode
+from streams.policy.model import ActionRequest, Alert, Classification
+
+FACTORY = "adf-sales-prod"
+_TEMPLATE = json.loads((DEMO_DATA / "alerts.jsonl").read_text().splitlines()[0])
+
+
+def gateway_alert(pipeline: str, run_id: str) -> bytes:
+    """A Log Alerts V2 payload (as Azure Monitor sends it) for a 504 on ``run_id``."""
+    alert = json.loads(json.dumps(_TEMPLATE))
+    for dimension in alert["data"]["alertContext"]["condition"]["allOf"][0]["dimensions"]:
+        if dimension["name"] == "RunId":
+            dimension["value"] = run_id
+        elif dimension["name"] == "PipelineName":
+            dimension["value"] = pipeline
+    return json.dumps(alert).encode()
+
+
+def world(pipelines: dict[str, list[str]], failed_runs: dict[str, str]) -> dict[str, Any]:
+    """The demo factory with these pipelines (name -> how reruns end) and failed runs."""
+    return {
+        "azure_ad": {"tenant_id": "t", "client_id": "c", "client_secret": "s"},
+        "factories": [{
+            "name": FACTORY,
+            "subscription": "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+            "resource_group": "rg-data-prod",
+            "pipelines": [{"name": name, "reruns": reruns, "polls_to_finish": 1}
+                          for name, reruns in pipelines.items()],
+            "runs": [{"run_id": run_id, "pipeline": pipeline, "status": "Failed",
+                      "message": "Response status code: 'GatewayTimeout (504)'."}
+                     for run_id, pipeline in failed_runs.items()],
+        }],
+    }
+
+
+def rules_file(folder: Path, schedules: dict[str, list[int]]) -> Path:
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump({"schedules": schedules}))
+    return path
+
+
+def manual_request(chain_id: str, *, due_in_s: float, hop_due_in_s: float, tier: int) -> tuple[bytes, bytes]:
+    """A ``manual`` action request as a delay tier holds it: (key, Avro value)."""
+    now_ms = int(time.time() * 1000)
+    alert = Alert(alert_id=chain_id, source="adf", kind="pipeline_run", scope=FACTORY, run_id=chain_id)
+    cls = Classification("Probe", "low", "manual", 1, (tier,), "delay probe")
+    request = ActionRequest(
+        action_id=f"{chain_id}#1:manual", chain_id=chain_id, dedup_key=chain_id, action="manual",
+        step="execute", attempt=1, max_attempts=1, due_at=now_ms + int(due_in_s * 1000), alert=alert,
+        classification=cls, tier=f"{tier}s", hop_due_at=now_ms + int(hop_due_in_s * 1000))
+    return chain_id.encode(), encode("action_request", request.to_dict())

@@ -1,0 +1,150 @@
+"""Issue 3 on the real embedded stack: act once, count honestly, wait without blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipemedic.demo import watch_until_settled
+from pipemedic.runtime import RecordTail
+from pipemedic.stack import EmbeddedStack
+from streams.codecs import decode
+from streams.policy import routing
+from tests.integration.chain_scenarios import (
+    gateway_alert,
+    manual_request,
+    rules_file,
+    world,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def burst_and_chain(tmp_path_factory):
+    """100 copies of one alert, and one run whose reruns keep failing, in one stack."""
+    folder = tmp_path_factory.mktemp("chains")
+    scenario = world({"Burst": ["Succeeded"], "Stubborn": ["Failed"]},
+                     {"burst-run-1": "Burst", "stubborn-run-1": "Stubborn"})
+    rules = rules_file(folder, {"GatewayTimeout": [1, 1, 1]})
+    with EmbeddedStack(folder, scenario, rules_file=rules) as stack:
+        stack.send_raw([gateway_alert("Burst", "burst-run-1")] * 100
+                       + [gateway_alert("Stubborn", "stubborn-run-1")])
+        watch = asyncio.run(watch_until_settled(stack, timeout_s=120))
+        calls = stack.simulator.matching("POST", "*/createRun")
+    return watch, calls
+
+
+def test_a_burst_of_100_copies_is_acted_on_once(burst_and_chain):
+    watch, calls = burst_and_chain
+    assert watch.settled
+    burst = [r for r in watch.rows if r["run_id"] == "burst-run-1" or "burst-run-1" in r["chain_id"]]
+    states = Counter(r["state"] for r in burst)
+    assert states["received"] == 1 and states["duplicate"] == 99
+    assert states["executed"] == 1 and states["resolved"] == 1
+    assert sum("/pipelines/Burst/createRun" in c.path for c in calls) == 1
+
+
+def test_a_chain_spans_three_run_ids_and_max_retries_holds(burst_and_chain):
+    watch, calls = burst_and_chain
+    reruns = [c for c in calls if "/pipelines/Stubborn/createRun" in c.path]
+    # each rerun starts from the run that failed before it: three different run ids
+    references = [c.query["referencePipelineRunId"] for c in reruns]
+    assert len(reruns) == 3 and len(set(references)) == 3 and references[0] == "stubborn-run-1"
+    chain = [r for r in watch.rows if r["chain_id"].endswith("stubborn-run-1")]
+    executed = [r for r in chain if r["state"] == "executed"]
+    assert [r["attempt"] for r in executed] == [1, 2, 3]
+    # the run each attempt started is the one the next attempt reran from
+    new_runs = [r["new_run_id"] for r in executed]
+    assert new_runs[:2] == references[1:] and len(set(new_runs)) == 3
+    final = [r for r in chain if r["state"] in ("gave_up", "resolved", "manual")]
+    assert [r["state"] for r in final] == ["gave_up"] and "3 attempts exhausted" in final[0]["detail"]
+
+
+async def _arrivals(bootstrap: str, expected: int, timeout_s: float) -> dict[str, float]:
+    consumer = AIOKafkaConsumer(routing.action_topic("manual"), bootstrap_servers=bootstrap,
+                                group_id=None, auto_offset_reset="latest")
+    await consumer.start()
+    arrived: dict[str, float] = {}
+    try:
+        while len(arrived) < expected and time.monotonic() < timeout_s:
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                for m in messages:
+                    arrived.setdefault(decode("action_request", m.value)["chain_id"], time.monotonic())
+    finally:
+        await consumer.stop()
+    return arrived
+
+
+async def _hold_and_release(bootstrap: str) -> tuple[float, dict[str, float]]:
+    listening = asyncio.create_task(_arrivals(bootstrap, 3, time.monotonic() + 40))
+    await asyncio.sleep(1)  # the listener is at the end of the topic
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        # the head of partition 0 of the 12 s tier waits the full 12 s...
+        key, value = manual_request("long-wait", due_in_s=12, hop_due_in_s=12, tier=12)
+        await producer.send_and_wait("delay-12s", value, key=key, partition=0)
+        # ...while partition 1 of the same tier holds a record that is due in 2 s
+        key, value = manual_request("other-partition", due_in_s=2, hop_due_in_s=2, tier=12)
+        await producer.send_and_wait("delay-12s", value, key=key, partition=1)
+        # and the 5 s tier has its own record
+        key, value = manual_request("short-tier", due_in_s=5, hop_due_in_s=5, tier=5)
+        await producer.send_and_wait("delay-5s", value, key=key, partition=0)
+    finally:
+        await producer.stop()
+    return start, await listening
+
+
+def test_a_long_tier_delays_neither_a_short_tier_nor_another_partition(tmp_path):
+    rules = rules_file(tmp_path, {"GatewayTimeout": [5, 12]})
+    with EmbeddedStack(tmp_path, world({"P": ["Succeeded"]}, {}), rules_file=rules) as stack:
+        time.sleep(6)  # the worker has joined its group
+        start, arrived = asyncio.run(_hold_and_release(stack.bootstrap))
+    late = {name: at - start for name, at in arrived.items()}
+    assert set(late) == {"long-wait", "other-partition", "short-tier"}, late
+    assert 1.9 <= late["other-partition"] < 4.0, late
+    assert 4.9 <= late["short-tier"] < 7.5, late
+    assert late["long-wait"] >= 11.9, late
+
+
+def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
+    runs = {f"kill-run-{i}": "Revived" for i in range(6)}
+    rules = rules_file(tmp_path, {"GatewayTimeout": [8]})
+    with EmbeddedStack(tmp_path, world({"Revived": ["Succeeded"]}, runs), rules_file=rules) as stack:
+        stack.send_raw([gateway_alert("Revived", run_id) for run_id in runs])
+        scheduled = asyncio.run(_wait_for_state(stack.bootstrap, "scheduled", len(runs), 60))
+        assert len(scheduled) == len(runs)
+        stack.kill_worker()  # SIGKILL: nothing flushed, nothing committed on the way out
+        assert stack.simulator.count("POST", "*/createRun") == 0
+        stack.start_new_worker()
+        watch = asyncio.run(watch_until_settled(stack, timeout_s=120))
+        # the state survived too: a copy of an alert handled before the kill stays a duplicate
+        stack.send_raw([gateway_alert("Revived", "kill-run-0")])
+        after = asyncio.run(watch_until_settled(stack, timeout_s=60))
+        calls = stack.simulator.matching("POST", "*/createRun")
+    assert watch.settled and after.settled
+    assert sorted(c.query["referencePipelineRunId"] for c in calls) == sorted(runs)
+    due = {r["chain_id"]: r["due_at"] for r in scheduled}
+    fired = {r["chain_id"]: r["at"] for r in watch.rows if r["state"] == "executed"}
+    assert set(fired) == set(due) and all(fired[c] >= due[c] for c in due)
+    resolved = Counter(r["chain_id"] for r in after.rows if r["state"] == "resolved")
+    assert set(resolved) == set(due) and set(resolved.values()) == {1}
+    late_copy = [r for r in after.rows if r["run_id"] == "kill-run-0" and r["state"] in ("received", "duplicate")]
+    assert [r["state"] for r in late_copy][-1] == "duplicate"
+
+
+async def _wait_for_state(bootstrap: str, state: str, count: int, timeout_s: float) -> list[dict]:
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
+        while len(seen) < count and time.monotonic() < deadline:
+            for row in await tail.poll(300):
+                if row["state"] == state:
+                    seen[row["chain_id"]] = row
+    return list(seen.values())
