@@ -130,3 +130,42 @@ async def run_concurrently(stream: Any, limit: int, handle: Any) -> None:
     finally:
         if in_flight:
             await asyncio.wait(in_flight, timeout=10)
+
+
+class TableExpiry:
+    """Keeps a table within its horizon (see :mod:`streams.policy.expiry`).
+
+    ``expires_at`` reads the expiry time out of a stored value. Must be used inside the
+    event that belongs to ``partition``: deletes then go to that changelog partition.
+    """
+
+    def __init__(self, table: Any, partitions: int, expires_at: Any) -> None:
+        from streams.policy.expiry import ExpiryIndex
+
+        self.table = table
+        self.partitions = partitions
+        self.expires_at = expires_at
+        self.index = ExpiryIndex()
+
+    def partition_of(self, key: str) -> int:
+        from aiokafka.partitioner import murmur2
+
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+
+    def sweep(self, partition: int, now: int) -> int:
+        from streams.policy.expiry import sweep
+
+        if self.index.needs_load(partition):  # what the changelog restored is not indexed yet
+            restored = ((k, self.expires_at(v)) for k, v in self.table.items() if v)
+            self.index.load(
+                partition, ((k, at) for k, at in restored if self.partition_of(k) == partition)
+            )
+
+        def stored_expiry(key: str) -> int | None:
+            value = self.table.get(key)
+            return self.expires_at(value) if value else None
+
+        return sweep(self.index, partition, now, stored_expiry, self.table.pop)
+
+    def remember(self, partition: int, key: str, value: Any) -> None:
+        self.index.add(partition, self.expires_at(value), key)
