@@ -38,7 +38,8 @@ class TierHolds:
         self.generation = 0  # bumped on rebalance: held records of revoked partitions are dropped
 
     async def offer(self, event: Any) -> None:
-        tp = TP(event.message.tp.topic, event.message.tp.partition)  # Faust's consumer wants its own TP
+        # Faust's consumer pauses and resumes its own TP type, not aiokafka's
+        tp = TP(event.message.tp.topic, event.message.tp.partition)
         offset = event.message.offset
         if offset <= self.seen.get(tp, -1):
             return  # redelivered after a seek back: the first copy is held or was forwarded

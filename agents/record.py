@@ -43,6 +43,8 @@ def register(topology: Topology, writer: OutcomeWriter) -> None:
                 await store([Outcome.from_dict(event.value) for event in events])
             except PlatformError as exc:  # the store refuses these rows for good: keep them
                 for event in events:
-                    await dead_letter(topology, event.message, "sink_rejected", str(exc), audit=False)
+                    await dead_letter(
+                        topology, event.message, "sink_rejected", str(exc), audit=False
+                    )
             for event in events:
                 await stream.ack(event)
