@@ -74,7 +74,12 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         "stream_processing_timeout": max(300.0, longest_hold),
         "broker_commit_livelock_soft_timeout": max(300.0, longest_hold),
         "web_host": settings.web_host,
+        "web_bind": settings.web_host,  # listen where configured, not on every interface
         "web_port": settings.web_port,
+        # Faust's own pages have no auth (the table pages would show dedup and chain state)
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_graph_enabled": False,
         "web_in_thread": False,
         "table_cleanup_interval": 60.0,
         # Event Hubs closes idle connections after 240 s

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     http_timeout_s: float = 20.0
 
     # worker web server (health, HTTP webhooks)
-    web_host: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"  # docker-compose sets 0.0.0.0 so Azure action groups can reach it
     web_port: int = 6066
     webhook_api_key: SecretStr = SecretStr("")
 
