@@ -102,14 +102,26 @@ async def run_concurrently(stream: Any, limit: int, handle: Any) -> None:
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
     in_flight: set[asyncio.Task[None]] = set()
+    # records of one key (one chain) run one after another, in offset order: two copies of a
+    # request arriving together must not both look, find nothing begun, and both act
+    turns: dict[Any, tuple[asyncio.Lock, int]] = {}
 
     async def one(event: Any) -> None:
+        key = event.message.key
+        lock, waiting = turns.get(key) or (asyncio.Lock(), 0)
+        turns[key] = (lock, waiting + 1)
         try:
-            await handle(event)
+            async with lock:
+                await handle(event)
         except Exception as exc:
             log.exception("handling failed on %s", origin_of(event.message))
             await dead_letter_safely(event.message, exc)
         finally:
+            lock, waiting = turns[key]
+            if waiting > 1:
+                turns[key] = (lock, waiting - 1)
+            else:
+                del turns[key]
             slots.release()
             await manual.ack(event)
 

@@ -3,14 +3,16 @@
 Each takes the :class:`ActionRequest` and the platform clients and returns a
 :class:`StepReport`, or raises :class:`PlatformError`. The decisions inside (which state reads
 how, how far to scale, which version next) are in :mod:`streams.policy.remedies`. Every
-procedure checks current state before acting, so a redelivered request adopts the run, repair
-or cluster start the first delivery began instead of starting another.
+procedure checks current state before acting, so a redelivered request adopts the run, repair,
+restart, resize or library install the first delivery began instead of starting another. Two
+copies arriving together cannot both act: the executors run one record per key (chain) at a
+time (:func:`agents.common.run_concurrently`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streams.adapters.adf import ADFClient
 from streams.adapters.databricks import DatabricksClient
@@ -98,7 +100,7 @@ async def _rerun(request: ActionRequest, p: Platforms) -> StepReport:
     if latest is not None and latest.run_id != alert.run_id:
         # a newer run of the group exists: our own earlier delivery, or a person's rerun
         return StepReport(
-            Status.STARTED,
+            _adopted(remedies.ADF_RUN_STATUS.get(latest.status, Status.PENDING)),
             new_run_id=latest.run_id,
             platform_status=latest.status,
             detail=f"adopted run {latest.run_id} already in group {group}",
@@ -139,6 +141,11 @@ async def restart_cluster(request: ActionRequest, p: Platforms, now_ms: int) -> 
             return StepReport(
                 Status.SUCCEEDED, platform_status="RUNNING", detail="cluster already running"
             )
+        since = await _moved_since_failure(dbx, request, ("RESTARTING", "STARTING"))
+        if since:  # our earlier delivery, or someone else, restarted it after the failure
+            return StepReport(
+                Status.SUCCEEDED, platform_status="RUNNING", detail=f"running again: {since}"
+            )
         await dbx.restart_cluster(ws, cluster_id)
         return StepReport(
             Status.STARTED, platform_status="RESTARTING", detail="driver restart requested"
@@ -157,34 +164,44 @@ async def scale_cluster(request: ActionRequest, p: Platforms, now_ms: int) -> St
     dbx = p.need_databricks()
     ws, cluster_id = request.alert.scope, _cluster_id(request)
     cluster = await dbx.get_cluster(ws, cluster_id)
+    size = remedies.scaled_size(cluster.num_workers, cluster.autoscale_min, cluster.autoscale_max)
     if request.step == Step.VERIFY.value:
         report = _cluster_report(cluster.state, cluster.state_message)
         wanted = int(request.context.get("target_workers", "0"))
-        if report.status is Status.SUCCEEDED and cluster.num_workers < wanted:
+        if report.status is Status.SUCCEEDED and size < wanted:
             return StepReport(
                 Status.PENDING, platform_status=cluster.state, detail="resize under way"
             )
         return report
+    adopted = StepReport(
+        Status.STARTED,
+        platform_status=cluster.state,
+        detail="resize already under way",
+        context={"target_workers": str(size)},
+    )
     if cluster.state == "RESIZING":
-        return StepReport(
-            Status.STARTED,
-            platform_status="RESIZING",
-            detail="resize already under way",
-            context={"target_workers": str(cluster.num_workers)},
-        )
+        return adopted
     if cluster.state != "RUNNING":
         raise PlatformError(ErrorKind.CONFLICT, f"cluster is {cluster.state}; resize needs RUNNING")
-    target = remedies.scale_target(cluster.num_workers, cluster.autoscale_max)
-    if target is None:
-        raise CannotRemediate(
-            f"cluster {cluster_id} is already at its maximum of {cluster.num_workers} workers"
-        )
-    await dbx.resize_cluster(ws, cluster_id, target)
+    plan = remedies.scale_plan(cluster.num_workers, cluster.autoscale_min, cluster.autoscale_max)
+    if plan is None:
+        raise CannotRemediate(f"cluster {cluster_id} is already at its maximum of {size} workers")
+    if plan.autoscale_max is None:
+        # a fixed-size cluster changes size only when asked to: a resize since the failure is
+        # ours (an earlier delivery) or a person's. An autoscaling cluster resizes itself all
+        # the time, so there a redelivery may raise the floor once more (never past the max).
+        since = await _moved_since_failure(dbx, request, ("RESIZING",))
+        if since:
+            return replace(adopted, status=Status.SUCCEEDED, detail=f"already resized: {since}")
+        await dbx.resize_cluster(ws, cluster_id, plan.target)
+    else:
+        await dbx.resize_cluster(ws, cluster_id, autoscale=(plan.target, plan.autoscale_max))
     return StepReport(
         Status.STARTED,
         platform_status="RESIZING",
-        context={"target_workers": str(target)},
-        detail=f"resize {cluster.num_workers} -> {target} workers",
+        context={"target_workers": str(plan.target)},
+        detail=f"resize {size} -> {plan.target} workers"
+        + (f" (autoscaling up to {plan.autoscale_max})" if plan.autoscale_max else ""),
     )
 
 
@@ -221,16 +238,24 @@ async def library_fallback(request: ActionRequest, p: Platforms, now_ms: int) ->
     if version is None:
         raise CannotRemediate(f"no untried fallback version configured for {name}")
     spec = f"{name}=={version}"
-    await dbx.uninstall_library(ws, cluster_id, request.alert.library)
+    context = {"installing": spec, "tried_versions": ",".join([*tried, version])}
+    attached = {s.library: s.status for s in await dbx.library_statuses(ws, cluster_id)}
+    if attached.get(spec, "UNINSTALL_ON_RESTART") != "UNINSTALL_ON_RESTART":
+        # an earlier delivery of this request installed it already: verify that install
+        return StepReport(
+            _adopted(remedies.LIBRARY_STATUS.get(attached[spec], Status.PENDING)),
+            platform_status=attached[spec],
+            detail=f"{spec} already on the cluster",
+            context=context,
+        )
+    # every version known to fail goes: the alerted one, and a fallback that failed since
+    for stale in remedies.versions_to_remove(spec, attached):
+        await dbx.uninstall_library(ws, cluster_id, stale)
     await dbx.install_library(ws, cluster_id, spec)
     cluster = await dbx.get_cluster(ws, cluster_id)
     if cluster.state == "RUNNING":  # uninstalls take effect only at the next restart
         await dbx.restart_cluster(ws, cluster_id)
-    return StepReport(
-        Status.STARTED,
-        detail=f"{request.alert.library} -> {spec}",
-        context={"installing": spec, "tried_versions": ",".join([*tried, version])},
-    )
+    return StepReport(Status.STARTED, detail=f"{request.alert.library} -> {spec}", context=context)
 
 
 async def repair_job(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
@@ -254,7 +279,7 @@ async def repair_job(request: ActionRequest, p: Platforms, now_ms: int) -> StepR
     known = request.alert.details.get("repair_id", "")
     if run.latest_repair_id is not None and str(run.latest_repair_id) != known:
         return StepReport(
-            Status.STARTED,
+            _adopted(remedies.job_run_status(run.life_cycle_state, run.result_state)),
             new_run_id=str(run_id),
             repair_id=str(run.latest_repair_id),
             detail=f"adopted repair {run.latest_repair_id}",
@@ -266,6 +291,30 @@ async def repair_job(request: ActionRequest, p: Platforms, now_ms: int) -> StepR
         repair_id=str(repair_id),
         detail=f"repair {repair_id} of run {run_id} (failed tasks only)",
     )
+
+
+async def _moved_since_failure(
+    dbx: DatabricksClient, request: ActionRequest, event_types: tuple[str, ...]
+) -> str:
+    """The newest cluster event of ``event_types`` after the failure, described ("" if none).
+
+    The failure's own time is the platform's (the same clock as the events); an alert without
+    one falls back to when pipemedic first saw it.
+    """
+    since = request.alert.occurred_at or request.first_seen_at
+    events = await dbx.cluster_events(
+        request.alert.scope, _cluster_id(request), event_types, limit=1
+    )
+    newest = max(events, key=lambda e: e.timestamp, default=None)
+    if newest is None or newest.timestamp <= since:
+        return ""
+    return f"{newest.type} event {newest.timestamp - since} ms after the failure"
+
+
+def _adopted(status: Status) -> Status:
+    """A fix found already begun is verified like one of ours; found already succeeded, it
+    closes the chain at once (a redelivery after the chain resolved then leaves no trace)."""
+    return Status.SUCCEEDED if status is Status.SUCCEEDED else Status.STARTED
 
 
 def _cluster_id(request: ActionRequest) -> str:
@@ -295,18 +344,21 @@ async def page_people(request: ActionRequest, p: Platforms, now_ms: int) -> Step
 
 
 async def via_playbook(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
-    """Any action may be delegated to a configured webhook instead of the platform API."""
-    if (
-        request.step == Step.VERIFY.value
-        and request.alert.source == "adf"
-        and request.context.get("new_run_id")
-    ):
-        return await _verify_adf_run(request, p)
+    """Any action may be delegated to a configured webhook instead of the platform API.
+
+    The call is an action of ours like any other (an ``executed`` row, so the chain counts as
+    remediated, not self-healed). A rerun it names is verified on ADF; otherwise there is
+    nothing pipemedic can check, and the playbook's acceptance closes the chain.
+    """
+    if request.step == Step.VERIFY.value:
+        if request.alert.source == "adf" and request.context.get("new_run_id"):
+            return await _verify_adf_run(request, p)
+        return StepReport(Status.SUCCEEDED, detail="handed over to the playbook")
     answer = await p.playbooks.call(request.action, playbook_payload(request))
     new_run = str(answer.get("new_run_id") or answer.get("run_id") or "")
     if new_run and request.alert.source == "adf" and p.adf is not None:
         return StepReport(Status.STARTED, new_run_id=new_run, detail="playbook started a rerun")
-    return StepReport(Status.SUCCEEDED, detail=f"playbook answered {sorted(answer)}")
+    return StepReport(Status.STARTED, detail=f"playbook answered {sorted(answer)}")
 
 
 def playbook_payload(request: ActionRequest) -> dict:

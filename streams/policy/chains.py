@@ -92,6 +92,8 @@ def on_event(
             return ChainStep(chain)
         return _finish(chain, event, ChainState.RESOLVED, now_ms, policy, event.detail or kind)
     if kind == ChainEventKind.EXECUTED.value:
+        if chain.final:  # a late or redelivered report must not reopen a closed chain
+            return ChainStep(chain)
         updated = replace(
             chain,
             state=ChainState.VERIFYING.value,

@@ -1,13 +1,15 @@
 """The decisions inside each remediation, apart from the calls that carry them out.
 
 How a platform state reads as a step status, how far to scale a cluster, which library
-version to try next, which pipelines a pipeline waits on. Tables where a table will do.
+version to try next and which to remove, which pipelines a pipeline waits on. Tables where a
+table will do.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from streams.policy.steps import Status
 
@@ -63,10 +65,45 @@ def scale_target(current_workers: int, autoscale_max: int | None) -> int | None:
 
     None when the cluster is already as large as it may get.
     """
-    wanted = max(current_workers + 1, (current_workers * 3 + 1) // 2)
     cap = autoscale_max if autoscale_max else max(current_workers * 2, 1)
-    target = min(wanted, cap)
-    return target if target > current_workers else None
+    return _grown(current_workers, cap)
+
+
+def _grown(current: int, cap: int) -> int | None:
+    target = min(max(current + 1, (current * 3 + 1) // 2), cap)
+    return target if target > current else None
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """A resize: ``target`` workers, or for an autoscaling cluster a floor of ``target`` under
+    an unchanged ``autoscale_max``."""
+
+    target: int
+    autoscale_max: int | None = None
+
+
+def scale_plan(
+    num_workers: int, autoscale_min: int | None, autoscale_max: int | None
+) -> ScalePlan | None:
+    """How to scale a cluster up; None when it may not grow any further.
+
+    A fixed-size cluster grows by 50% (see :func:`scale_target`). An autoscaling cluster
+    reports no current size, only its range: it keeps autoscaling, with its floor raised the
+    same way and kept below its maximum (Databricks requires ``max_workers > min_workers``).
+    Resizing it to a fixed ``num_workers`` would end its autoscaling, and could shrink it.
+    """
+    if autoscale_max is None:
+        target = scale_target(num_workers, None)
+        return ScalePlan(target) if target is not None else None
+    target = _grown(autoscale_min or 0, autoscale_max - 1)
+    return ScalePlan(target, autoscale_max) if target is not None else None
+
+
+def scaled_size(num_workers: int, autoscale_min: int | None, autoscale_max: int | None) -> int:
+    """The size a :class:`ScalePlan` target is compared with: the floor of an autoscaling
+    cluster, else its worker count."""
+    return (autoscale_min or 0) if autoscale_max is not None else num_workers
 
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*(?:==\s*([^\s,;]+))?\s*$")
@@ -86,6 +123,28 @@ def next_library_version(fallbacks: Sequence[str], failed: Sequence[str]) -> str
         if version not in failed:
             return version
     return None
+
+
+def versions_to_remove(installing: str, attached: Mapping[str, str]) -> tuple[str, ...]:
+    """The other versions of ``installing``'s package attached to the cluster (spec ->
+    install status), which the fallback must uninstall: the one that failed first and any
+    fallback that failed since. Those already marked UNINSTALL_ON_RESTART are gone at the
+    restart anyway."""
+    package, _ = split_requirement(installing)
+    return tuple(
+        sorted(
+            spec
+            for spec, status in attached.items()
+            if spec != installing and status != "UNINSTALL_ON_RESTART" and _package(spec) == package
+        )
+    )
+
+
+def _package(spec: str) -> str:
+    try:
+        return split_requirement(spec)[0]
+    except ValueError:  # a jar, wheel path or maven coordinate: never a PyPI version of ours
+        return ""
 
 
 # The seed's naming-convention heuristic, only used when enabled in configuration.
@@ -128,5 +187,7 @@ def latest_repair_id(run: Mapping[str, object]) -> str:
     A failure after a repair is a new failure of the same job run: the repair id tells them apart.
     """
     history = run.get("repair_history") or ()
-    repairs = [h for h in history if isinstance(h, Mapping) and h.get("type") == "REPAIR" and h.get("id")]
+    repairs = [
+        h for h in history if isinstance(h, Mapping) and h.get("type") == "REPAIR" and h.get("id")
+    ]
     return str(repairs[-1]["id"]) if repairs else ""

@@ -191,3 +191,10 @@ def test_auth_error_goes_to_people_at_once():
                           detail="401 twice", now_ms=0, config=CONFIG)
     assert isinstance(effects, Effects) and effects.chain_events[0].kind == "action_error"
     assert "auth" in effects.chain_events[0].detail
+
+
+def test_a_late_executed_report_does_not_reopen_a_closed_chain():
+    chain = on_event(None, failure(adf("r1"), COLUMN), now_ms=0, policy=POLICY).chain
+    assert chain.state == ChainState.MANUAL.value
+    late = on_event(chain, executed("r2", 1), now_ms=5, policy=POLICY)
+    assert late.chain.state == ChainState.MANUAL.value and late.schedule is None
