@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     upstream_recheck_s: float = 60.0
     upstream_max_checks: int = 30
     executor_concurrency: int = 256  # actions in flight per worker
+    # estimated compute cost (USD) of one executed action, for the cost KPI and dashboard;
+    # e.g. PIPEMEDIC_ACTION_COST_USD='{"retry_pipeline": 0.4}'
+    action_cost_usd: dict[str, float] = Field(
+        default_factory=lambda: {
+            "retry_pipeline": 0.25,
+            "upstream_check": 0.25,
+            "repair_job": 1.50,
+            "restart_cluster": 2.00,
+            "scale_cluster": 3.00,
+            "library_fallback": 2.00,
+            "manual": 0.0,
+        }
+    )
     http_timeout_s: float = 20.0
 
     # worker web server (health, HTTP webhooks)
@@ -87,6 +100,7 @@ class Settings(BaseSettings):
             transient_backoff_s=self.transient_backoff_s,
             upstream_recheck_s=self.upstream_recheck_s,
             upstream_max_checks=self.upstream_max_checks,
+            action_cost_usd=dict(self.action_cost_usd),
         )
 
     def internal_delays_s(self) -> tuple[float, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from streams.policy import backoff
 from streams.policy.dedup import dedup_key
@@ -55,6 +55,8 @@ class StepConfig:
     transient_backoff_s: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
     upstream_recheck_s: float = 60.0
     upstream_max_checks: int = 30
+    # estimated compute cost of one executed action, by action (a rerun re-spends the run)
+    action_cost_usd: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,9 @@ def after_step(
         links = (
             (_link(request, report, now_ms),) if report.new_run_id and not report.repair_id else ()
         )
-        return Effects(
-            requests=(verify,),
-            chain_events=(executed,),
-            alerts=links,
-            outcomes=(_row(request, OutcomeState.EXECUTED, now_ms, report),),
-        )
+        cost = config.action_cost_usd.get(request.action, 0.0)
+        row = replace(_row(request, OutcomeState.EXECUTED, now_ms, report), cost_usd=cost)
+        return Effects(requests=(verify,), chain_events=(executed,), alerts=links, outcomes=(row,))
     if report.status is Status.SUCCEEDED:
         resolved = _event(request, ChainEventKind.RESOLVED, now_ms, report.detail or "verified")
         return Effects(chain_events=(resolved,))

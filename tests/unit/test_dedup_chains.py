@@ -198,3 +198,9 @@ def test_a_late_executed_report_does_not_reopen_a_closed_chain():
     assert chain.state == ChainState.MANUAL.value
     late = on_event(chain, executed("r2", 1), now_ms=5, policy=POLICY)
     assert late.chain.state == ChainState.MANUAL.value and late.schedule is None
+
+
+def test_an_executed_action_carries_its_estimated_cost():
+    priced = StepConfig(action_cost_usd={"retry_pipeline": 0.25})
+    effects = after_step(first_request(), StepReport(Status.STARTED, new_run_id="r2"), now_ms=0, config=priced)
+    assert effects.outcomes[0].state == "executed" and effects.outcomes[0].cost_usd == 0.25
