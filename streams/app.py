@@ -82,6 +82,10 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         "web_graph_enabled": False,
         "web_in_thread": False,
         "table_cleanup_interval": 60.0,
+        # a delay tier holds records unacknowledged on purpose; stopping or rebalancing must
+        # not wait for them (they are redelivered from the last commit, and every stage
+        # downstream is idempotent)
+        "stream_wait_empty": False,
         # Event Hubs closes idle connections after 240 s
         "broker_request_timeout": 90.0,
     }
