@@ -1,14 +1,18 @@
 """Delay tiers: hold each record until it is due without blocking anything else.
 
 Every record in a tier waits the same time, so the head of a partition is always due first.
-A record that is not yet due is kept (unacknowledged, so a crash redelivers it) and its
-partition alone is paused until the head is due; other partitions and tiers keep flowing.
-Held records are acknowledged only after they were forwarded, so offsets never pass a record
-that has not fired.
+A record that is not yet due is held in memory, unacknowledged (a crash or a rebalance
+redelivers it from the last commit), together with every later record of its partition:
+that partition is logically paused until its head is due, while other partitions and tiers
+keep flowing. Held records are acknowledged only after they were forwarded, so committed
+offsets never pass a record that has not fired.
 
-Faust drops the records of a partition that was fetched but paused mid-batch, so on resume
-the partition is sought back to just after the last record this agent saw (Spring Kafka does
-the same); a record seen twice because of that is ignored.
+The consumer itself is never paused. Faust drops records of a partition paused in the middle
+of a fetched batch, and seeking back to recover them makes its gap bookkeeping skip records
+for good (measured with bench/delay_lateness.py); holding in memory has neither problem, and a
+release needs no new fetch, so records fire on their timer. Memory is bounded by
+``max_held``: above it the agent stops taking records until some are released, which delays
+intake but never drops anything.
 """
 
 from __future__ import annotations
@@ -17,83 +21,85 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from faust.types import TP
-
 from agents.common import dead_letter, log, now_ms, origin_of, send_request
 from streams.app import Topology
 from streams.policy import backoff
 from streams.policy.model import ActionRequest
 
+MAX_HELD = 100_000  # records held per worker before intake waits
+
 
 class TierHolds:
-    """Per topic-partition queues of records waiting for their hop to end."""
+    """Per topic-partition FIFOs of records waiting for their hop to end."""
 
-    def __init__(self, topology: Topology, stream: Any) -> None:
+    def __init__(self, topology: Topology, stream: Any, *, max_held: int = MAX_HELD) -> None:
         self.topology = topology
         self.stream = stream
-        self.consumer = topology.app.consumer
-        self.waiting: dict[Any, deque[Any]] = {}
-        self.seen: dict[Any, int] = {}  # last offset offered per partition
-        self.timers: dict[Any, asyncio.TimerHandle] = {}
+        self.max_held = max_held
+        self.waiting: dict[tuple[str, int], deque[Any]] = {}
+        self.timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self.held = 0
+        self.room = asyncio.Event()
+        self.room.set()
         self.generation = 0  # bumped on rebalance: held records of revoked partitions are dropped
 
     async def offer(self, event: Any) -> None:
-        # Faust's consumer pauses and resumes its own TP type, not aiokafka's
-        tp = TP(event.message.tp.topic, event.message.tp.partition)
-        offset = event.message.offset
-        if offset <= self.seen.get(tp, -1):
-            return  # redelivered after a seek back: the first copy is held or was forwarded
-        self.seen[tp] = offset
+        tp = (event.message.topic, event.message.partition)
         queue = self.waiting.get(tp)
-        if queue:  # someone is already waiting here: keep offset order
-            queue.append(event)
-            return
-        if self._hold_ms(event) <= 0:
+        if queue:  # an earlier record of this partition is waiting: keep offset order
+            await self._hold(tp, queue, event)
+        elif self._hold_ms(event) <= 0:
             await self._forward(event)
-            return
-        self.waiting[tp] = deque([event])
-        self.consumer.pause_partitions({tp})
-        self._arm(tp)
+        else:
+            queue = self.waiting[tp] = deque()
+            await self._hold(tp, queue, event)
+            self._arm(tp)
 
     def forget(self) -> None:
-        """Drop every held record unacknowledged: after a rebalance its new owner redelivers it."""
+        """Drop every held record unacknowledged: after a rebalance its owner redelivers it."""
         self.generation += 1
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()
-        tps = list(self.waiting)
         self.waiting.clear()
-        self.seen.clear()
-        if tps:
-            self.consumer.resume_partitions(set(tps))
+        self.held = 0
+        self.room.set()
+
+    async def _hold(self, tp: tuple[str, int], queue: deque[Any], event: Any) -> None:
+        queue.append(event)
+        self.held += 1
+        if self.held >= self.max_held:
+            self.room.clear()
+            await self.room.wait()  # backpressure: take nothing more until records fire
 
     def _hold_ms(self, event: Any) -> int:
         return backoff.hold_ms(event.value["hop_due_at"], now_ms())
 
-    def _arm(self, tp: Any) -> None:
+    def _arm(self, tp: tuple[str, int]) -> None:
         head = self.waiting[tp][0]
-        delay_s = self._hold_ms(head) / 1000
         generation = self.generation
         loop = asyncio.get_running_loop()
         self.timers[tp] = loop.call_later(
-            delay_s, lambda: loop.create_task(self._release(tp, generation))
+            self._hold_ms(head) / 1000, lambda: loop.create_task(self._release(tp, generation))
         )
 
-    async def _release(self, tp: Any, generation: int) -> None:
+    async def _release(self, tp: tuple[str, int], generation: int) -> None:
         if generation != self.generation:
             return
         self.timers.pop(tp, None)
         queue = self.waiting.get(tp)
         while queue and self._hold_ms(queue[0]) <= 0:
-            await self._forward(queue.popleft())
+            event = queue.popleft()
+            self.held -= 1
+            await self._forward(event)
             if generation != self.generation:
                 return
+        if self.held < self.max_held:
+            self.room.set()
         if queue:
             self._arm(tp)
         else:
             self.waiting.pop(tp, None)
-            await self.consumer.seek(tp, self.seen[tp] + 1)
-            self.consumer.resume_partitions({tp})
 
     async def _forward(self, event: Any) -> None:
         try:

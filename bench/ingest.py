@@ -1,0 +1,536 @@
+"""Ingest-path benchmark: normalise + classify + dedup + chain on the embedded broker.
+
+    python bench/ingest.py [--alerts 8000] [--batches 100] [--runs-per-batch 50]
+                           [--mode observe|automatic] [--faust-hops 3] [--profile] [--keep]
+
+Two phases, each on a fresh stack (Tansu broker, simulator, topics). In a phase the same
+messages are pre-loaded once into ``alerts-raw`` and then consumed by each pass in turn,
+never two at once:
+
+1. **raw** - an aiokafka consumer (own group) -> producer pass-through in this process: the
+   physical limit of broker and client here.
+2. **faust** - ``bench/passthrough_worker.py``, a child process whose one agent forwards each
+   message unchanged; its app comes from ``streams.app.create_app`` with pipemedic's own
+   settings (broker, session, timeouts): the framework's floor. ``faust-3hop`` (diagnostic,
+   ``--faust-hops``) chains three such agents through topics, the shape of pipemedic's
+   ingest -> dedup -> chains.
+3. **pipemedic** - a real ``pipemedic worker`` child. Every alert passes ingest (normalise +
+   classify), dedup (one ``received`` or ``duplicate`` outcome row each) and, for a new
+   failure, the chain stage (one ``manual``/``scheduled`` row each).
+   ``--mode observe`` (default): no platform calls; each chain closes as manual (rows
+   ``observed`` + ``manual``) and queues the ``manual`` action, whose executor records
+   without calling anything and sends a ``resolved`` chain event the chains agent absorbs.
+   ``--mode automatic``: every schedule is 900 s, so each retryable chain sends a
+   ``scheduled`` row and parks its action in the 900 s delay tier (nothing executes while
+   measured); the manual-classified quarter of the alerts closes as manual as above.
+
+How a rate is timed. Start-up is excluded: each consumer starts with its topic loaded, and
+a rate is ``messages / (last output - first input)``:
+
+* raw and faust: first and last CreateTime (stamped by the producer as it appends) on their
+  sink topics;
+* pipemedic: first = the smallest ``first_seen_at`` of the dedup rows (the ingest agent's
+  clock when it took the message), last = the largest ``at`` of any dedup or chain row (the
+  decision time in dedup / chains). So a pass ends when every input has passed dedup *and*
+  the chain stage.
+
+Start-up (process start until the first output) is printed separately, with the CPU share
+of worker, broker and this process over the measured span and, for pipemedic, how many
+messages each topic got per input message (true end offsets after the pass). Downstream
+work (manual executor, ``record`` writing outcome rows to chDB, the delay agent) shares the
+worker's core while the ingest path is measured, as it would in production.
+
+Inputs are built from ``tests/fixtures/ingest``: single alerts are the Log Alerts V2 shape
+(``azure_log_alert_v2.json``) with a new pipeline run id, alert id and one of four error
+texts each (gateway timeout, throttling, missing blob, renamed column: the last is
+manual); batches are ADF diagnostic ``{"records": [...]}`` messages from
+``adf_diagnostic_mixed_batch.json``'s failed ActivityRuns and PipelineRuns records. By
+default a batch holds ``--runs-per-batch`` 50 failed runs, each with its activity *and*
+pipeline failure record (as ADF emits them): 100 records, of which dedup passes 50 to the
+chains and suppresses 50 as duplicates. ``--runs-per-batch 100`` makes every record a run.
+
+Prints per phase the rates, ``ratio_vs_faust``, ``ratio_vs_raw`` and, for batches,
+``records_per_s``. Bars (from the issue): single alerts ratio_vs_faust >= 0.5; batched
+diagnostic logs records_per_s >= 20,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from common import (
+    DEMO_WORLD,
+    REPO,
+    CpuMeter,
+    Every,
+    OutcomeWatch,
+    PySpy,
+    follow,
+    hot_spots,
+    produce,
+    progress,
+    removed_unless,
+    run_dir,
+    stack,
+    topic_counts,
+)
+from passthrough_worker import hop_topics
+
+from pipemedic.embedded import create_topics
+from pipemedic.worker import planned_topics
+from streams.policy import routing
+from streams.policy.rules import DEFAULT_SCHEDULES
+
+FIXTURES = REPO / "tests" / "fixtures" / "ingest"
+RAW_SINK = "bench-raw-sink"
+FAUST_SINK = "bench-faust-sink"
+PASSTHROUGH = Path(__file__).resolve().parent / "passthrough_worker.py"
+
+ERROR_TEXTS = (  # four classifications: gateway retry, throttling, missing blob, manual column
+    (
+        "2108",
+        "Error calling the endpoint 'https://partner.example.com/api/orders'. "
+        "Response status code: 'GatewayTimeout (504)'.",
+    ),
+    (
+        "2108",
+        "Error calling the endpoint 'https://crm.example.com/accounts'. "
+        "Response status code: 'TooManyRequests (429)'.",
+    ),
+    (
+        "2200",
+        "Failure happened on 'Source' side. ErrorCode=UserErrorSourceBlobNotExists,"
+        "'Type=Microsoft.DataTransfer.Common.Shared.HybridDeliveryException,Message=The "
+        "required Blob is missing. ContainerName: https://lake.blob.core.windows.net/landing'",
+    ),
+    ("2200", "ErrorCode=UserErrorColumnNameInvalid,Message=Column 'net_amount' does not exist."),
+)
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+
+
+def single_alerts(count: int) -> list[bytes]:
+    template = json.loads((FIXTURES / "azure_log_alert_v2.json").read_text())
+    payloads = []
+    fired = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+    for i in range(count):
+        alert = copy.deepcopy(template)
+        essentials = alert["data"]["essentials"]
+        essentials["alertId"] = essentials["alertId"].rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
+        essentials["firedDateTime"] = fired
+        code, text = ERROR_TEXTS[i % len(ERROR_TEXTS)]
+        values = {
+            "RunId": str(uuid.uuid4()),
+            "PipelineName": f"Pipeline_{i % 50}",
+            "ErrorCode": code,
+            "ErrorMessage": text,
+        }
+        for dim in alert["data"]["alertContext"]["condition"]["allOf"][0]["dimensions"]:
+            dim["value"] = values.get(dim["name"], dim["value"])
+        payloads.append(json.dumps(alert).encode())
+    return payloads
+
+
+def diagnostic_batches(count: int, runs_per_batch: int) -> tuple[list[bytes], int, int]:
+    """``count`` batches of 100 failure records; returns (payloads, records, distinct runs)."""
+    records = json.loads((FIXTURES / "adf_diagnostic_mixed_batch.json").read_text())["records"]
+    activity, pipeline = (copy.deepcopy(r) for r in records[:2])
+    assert activity["category"] == "ActivityRuns" and pipeline["category"] == "PipelineRuns"
+    per_run = 100 // runs_per_batch  # 1: one record per run, 2: activity + pipeline record
+    payloads, total, runs = [], 0, 0
+    for b in range(count):
+        batch = []
+        for r in range(runs_per_batch):
+            run_id = str(uuid.uuid4())
+            name = f"Load_{(b * runs_per_batch + r) % 50}"
+            act = dict(
+                activity, pipelineRunId=run_id, activityRunId=str(uuid.uuid4()), pipelineName=name
+            )
+            pipe = dict(pipeline, runId=run_id, pipelineName=name, operationName=f"{name} - Failed")
+            if per_run == 2:
+                batch += [act, pipe]
+            else:
+                batch.append(act if r % 2 else pipe)
+        payloads.append(json.dumps({"records": batch}).encode())
+        total += len(batch)
+        runs += runs_per_batch
+    return payloads, total, runs
+
+
+# ---- the three consumers ---------------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    messages: int
+    span_s: float
+    startup_s: float | None = None
+    cpu: str = ""
+    traffic: dict[str, float] = field(default_factory=dict)  # topic -> messages per input
+
+    @property
+    def per_s(self) -> float:
+        return self.messages / self.span_s if self.span_s > 0 else float("inf")
+
+
+async def sink_span(bootstrap: str, sink: str, expected: int, timeout_s: float) -> tuple[int, int]:
+    """(first, last) CreateTime in ms of the ``expected`` messages on ``sink``."""
+    stamps: list[int] = []
+    ok = await follow(
+        bootstrap,
+        sink,
+        None,
+        done=lambda: len(stamps) >= expected,
+        on_message=lambda m, _v: stamps.append(m.timestamp),
+        timeout_s=timeout_s,
+        status=lambda: f"{sink}: {len(stamps)}/{expected}",
+    )
+    if not ok:
+        raise RuntimeError(f"{sink}: only {len(stamps)} of {expected} messages")
+    return min(stamps), max(stamps)
+
+
+async def raw_passthrough(bootstrap: str, broker_pid: int, expected: int, timeout_s: float) -> Rate:
+    consumer = AIOKafkaConsumer(
+        routing.RAW,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await consumer.start()
+    await producer.start()
+    meter = CpuMeter({"broker": broker_pid, "bench (the pass-through)": os.getpid()})
+    forwarded, pending = 0, []
+    deadline = time.monotonic() + timeout_s
+    tick = Every()
+    try:
+        while forwarded < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            if batches and not pending:
+                meter.start()
+            for messages in batches.values():
+                for m in messages:
+                    pending.append(await producer.send(RAW_SINK, m.value, key=m.key))
+            forwarded = len(pending)
+            if tick():
+                progress(f"  raw pass-through {forwarded}/{expected}")
+        await asyncio.gather(*pending)
+        meter.stop()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    first, last = await sink_span(bootstrap, RAW_SINK, expected, 60)
+    return Rate(expected, (last - first) / 1000, cpu=meter.line())
+
+
+def faust_passthrough(s, expected: int, timeout_s: float, hops: int = 1) -> Rate:
+    settings = s.settings.model_copy(
+        update={"app_id": f"bench-faust-{uuid.uuid4().hex[:8]}", "web_port": _free_port()}
+    )
+    if hops > 1:
+        asyncio.run(
+            create_topics(s.bootstrap, [*hop_topics(hops), FAUST_SINK], s.settings.partitions)
+        )
+    started_ms = time.time() * 1000
+    child = s.start_script(
+        PASSTHROUGH,
+        f"faust-passthrough-{hops}",
+        settings,
+        BENCH_SOURCE=routing.RAW,
+        BENCH_SINK=sink_for(hops),
+        BENCH_HOPS=str(hops),
+    )
+    meter = CpuMeter(
+        {"faust worker": child.pid, "broker": s.broker.process.pid, "bench": os.getpid()}
+    )
+    try:
+        first, last = asyncio.run(
+            _faust_sink(s.bootstrap, sink_for(hops), expected, timeout_s, child, meter)
+        )
+    finally:
+        s.stop_children()
+    return Rate(expected, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+
+
+def sink_for(hops: int) -> str:
+    return FAUST_SINK if hops == 1 else f"{FAUST_SINK}-{hops}"
+
+
+async def _faust_sink(
+    bootstrap: str, sink: str, expected: int, timeout_s: float, child, meter: CpuMeter
+) -> tuple[int, int]:
+    stamps: list[int] = []
+
+    def seen(message) -> None:
+        if not stamps:
+            meter.start()
+        stamps.append(message.timestamp)
+        if len(stamps) == expected:
+            meter.stop()
+
+    ok = await follow(
+        bootstrap,
+        sink,
+        None,
+        done=lambda: len(stamps) >= expected,
+        on_message=lambda m, _v: seen(m),
+        timeout_s=timeout_s,
+        alive=lambda: child.poll() is None,
+        status=lambda: f"bare faust forwarded {len(stamps)}/{expected}",
+    )
+    if not ok:
+        raise RuntimeError(f"bare Faust forwarded only {len(stamps)} of {expected}")
+    return min(stamps), max(stamps)
+
+
+def pipemedic_pass(
+    s, messages: int, records: int, new_runs: int, timeout_s: float, profile: bool = False
+) -> Rate:
+    watch = OutcomeWatch()
+    started_ms = time.time() * 1000
+    worker = s.start_worker("pipemedic-worker")
+    spy = PySpy(worker.process.pid, s.dir / "pipemedic-worker.pyspy.txt") if profile else None
+    meter = CpuMeter(
+        {
+            "pipemedic worker": worker.process.pid,
+            "broker": s.broker.process.pid,
+            "bench": os.getpid(),
+        }
+    )
+
+    def chain_rows() -> int:  # one per new run: observe closes it manual, automatic schedules
+        return sum(watch.states[k] for k in ("manual", "scheduled", "gave_up"))
+
+    def done() -> bool:
+        dedup = watch.states["received"] + watch.states["duplicate"]
+        finished = dedup >= records and chain_rows() >= new_runs
+        if finished and not meter.used:
+            meter.stop()
+        return finished
+
+    def see(row) -> None:
+        if not watch.states:
+            meter.start()
+        watch.see(row)
+
+    def status() -> str:
+        st = watch.states
+        return (
+            f"pipemedic: dedup rows {st['received'] + st['duplicate']}/{records}, chain rows "
+            f"{chain_rows()}/{new_runs}, dead letters {st['dead_letter']}"
+        )
+
+    try:
+        ok = asyncio.run(
+            follow(
+                s.bootstrap,
+                routing.OUTCOMES,
+                "outcome",
+                done=done,
+                on_message=lambda _m, row: see(row),
+                timeout_s=timeout_s,
+                alive=lambda: worker.alive,
+                log=worker.log_path,
+                status=status,
+            )
+        )
+    finally:
+        if spy is not None:
+            progress(f"py-spy profile of the worker (start-up included):\n{hot_spots(spy.stop())}")
+        # killed, not stopped: in automatic mode a graceful stop waits ~30 s on the records
+        # the delay agent holds; nothing after this needs the worker's sink flushed
+        s.kill_children()
+    if not ok:
+        raise RuntimeError(f"pipemedic did not finish: {status()}; see {worker.log_path}")
+    if watch.states["dead_letter"]:
+        progress(f"  WARNING: {watch.states['dead_letter']} dead letters")
+    first = watch.min_first_seen
+    last = max(
+        watch.last_at.get(k, 0)
+        for k in ("received", "duplicate", "observed", "manual", "scheduled", "gave_up")
+    )
+    return Rate(messages, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+
+
+def _free_port() -> int:
+    from pipemedic.embedded import free_port
+
+    return free_port()
+
+
+# ---- a phase ---------------------------------------------------------------------------------
+
+
+def phase(
+    name: str,
+    directory: Path,
+    payloads: list[bytes],
+    records: int,
+    new_runs: int,
+    args: argparse.Namespace,
+) -> dict[str, Rate]:
+    progress(f"== {name}: {len(payloads)} messages, {records} records, {new_runs} new runs ==")
+    passes = args.only or ("raw", "faust", "pipemedic")
+    overrides: dict = {"mode": args.mode}
+    if args.mode == "automatic":  # every retry waits 900 s: nothing executes while measured
+        rules = directory / "bench-rules.yaml"
+        rules.write_text(json.dumps({"schedules": {k: [900] for k in DEFAULT_SCHEDULES}}))
+        overrides["rules_file"] = rules
+    with stack(directory / name, DEMO_WORLD, extra_topics=(RAW_SINK, FAUST_SINK), **overrides) as s:
+        took = asyncio.run(produce(s.bootstrap, routing.RAW, payloads))
+        mb = sum(map(len, payloads)) / 1e6
+        progress(f"pre-loaded {len(payloads)} messages ({mb:.1f} MB) in {took:.1f}s")
+        rates = {}
+        if "raw" in passes:
+            progress("raw aiokafka pass-through ...")
+            rates["raw"] = asyncio.run(
+                raw_passthrough(s.bootstrap, s.broker.process.pid, len(payloads), args.timeout)
+            )
+            progress(f"  raw: {rates['raw'].per_s:,.0f} msg/s")
+        if "faust" in passes:
+            progress("bare Faust pass-through (child process) ...")
+            rates["faust"] = faust_passthrough(s, len(payloads), args.timeout)
+            progress(f"  faust: {rates['faust'].per_s:,.0f} msg/s")
+        if "faust" in passes and args.faust_hops > 1:
+            name = f"faust-{args.faust_hops}hop"
+            progress(f"bare Faust, {args.faust_hops} agents in a row (child process) ...")
+            rates[name] = faust_passthrough(s, len(payloads), args.timeout, args.faust_hops)
+            progress(f"  {name}: {rates[name].per_s:,.0f} msg/s")
+        if "pipemedic" in passes:
+            progress(f"pipemedic worker ({args.mode} mode) ...")
+            rates["pipemedic"] = pipemedic_pass(
+                s, len(payloads), records, new_runs, args.timeout, args.profile
+            )
+            progress(f"  pipemedic: {rates['pipemedic'].per_s:,.0f} msg/s")
+            counts = asyncio.run(topic_counts(s.bootstrap, planned_topics(s.settings)))
+            rates["pipemedic"].traffic = {t: n / len(payloads) for t, n in counts.items() if n}
+    return rates
+
+
+def report(title: str, rates: dict[str, Rate], records_per_message: float | None) -> None:
+    print(f"== {title} ==")
+    for name, rate in rates.items():
+        startup = f", start-up {rate.startup_s:.1f}s (excluded)" if rate.startup_s else ""
+        print(
+            f"  {name:10s} {rate.per_s:10,.0f} msg/s  ({rate.messages} msgs in "
+            f"{rate.span_s:.2f}s{startup})"
+        )
+        if rate.cpu:
+            print(f"             {rate.cpu}")
+        if rate.traffic:
+            produced = sum(n for t, n in rate.traffic.items() if t != routing.RAW)
+            per_topic = ", ".join(f"{t} {n:.2f}" for t, n in sorted(rate.traffic.items()))
+            print(
+                f"             messages per input message: {per_topic}; "
+                f"{produced:.1f} produced by the worker per input"
+            )
+    pm = rates.get("pipemedic")
+    if pm and "faust" in rates:
+        print(f"ratio_vs_faust: {pm.per_s / rates['faust'].per_s:.3f}")
+    if pm and "raw" in rates:
+        print(f"ratio_vs_raw: {pm.per_s / rates['raw'].per_s:.3f}")
+    for name, rate in rates.items():
+        if pm and name.startswith("faust-"):  # diagnostic: the floor of a 3-agent topology
+            print(
+                f"  ratio_vs_{name.replace('-', '_')}: {pm.per_s / rate.per_s:.3f}  "
+                f"(bare Faust {name} / 1 agent: {rate.per_s / rates['faust'].per_s:.3f})"
+            )
+    if records_per_message:
+        for name, rate in rates.items():
+            label = "records_per_s" if name == "pipemedic" else f"  {name} records_per_s"
+            print(f"{label}: {rate.per_s * records_per_message:,.0f}")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alerts", type=int, default=8000, help="single alerts (0: skip)")
+    parser.add_argument(
+        "--batches", type=int, default=100, help="diagnostic batches of 100 records (0: skip)"
+    )
+    parser.add_argument(
+        "--runs-per-batch",
+        type=int,
+        default=50,
+        choices=(50, 100),
+        help="50: activity + pipeline record per run; 100: every record a run",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="per pass, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (logs)")
+    parser.add_argument(
+        "--mode",
+        choices=("observe", "automatic"),
+        default="observe",
+        help="observe: chains close as manual and queue the manual action; "
+        "automatic: chains schedule their retry into a 900 s delay tier",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the pipemedic worker and print its hot spots (stderr)",
+    )
+    parser.add_argument(
+        "--faust-hops",
+        type=int,
+        default=3,
+        help="also time bare Faust through this many agents in a row "
+        "(pipemedic's ingest -> dedup -> chains is 3; 1: skip)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("raw", "faust", "pipemedic"),
+        nargs="*",
+        help="run only these passes (ratios need all three)",
+    )
+    args = parser.parse_args()
+
+    directory = run_dir("ingest")
+    results = []
+    with removed_unless(directory, args.keep):
+        if args.alerts:
+            payloads = single_alerts(args.alerts)
+            rates = phase("single-alerts", directory, payloads, len(payloads), len(payloads), args)
+            results.append(
+                (f"single alerts (Log Alerts V2), {len(payloads)} messages", rates, None)
+            )
+        if args.batches:
+            payloads, records, runs = diagnostic_batches(args.batches, args.runs_per_batch)
+            rates = phase("diagnostic-batches", directory, payloads, records, runs, args)
+            results.append(
+                (
+                    f"ADF diagnostic batches, {len(payloads)} x 100 records ({runs} distinct runs)",
+                    rates,
+                    records / len(payloads),
+                )
+            )
+    for title, rates, per_message in results:
+        report(title, rates, per_message)
+    for _title, rates, per_message in results:
+        pm = rates.get("pipemedic")
+        if pm is None:
+            continue
+        if per_message is None and "faust" in rates:
+            met = pm.per_s / rates["faust"].per_s >= 0.5
+            print(f"bar single alerts ratio_vs_faust >= 0.5: {'met' if met else 'MISSED'}")
+        elif per_message is not None:
+            met = pm.per_s * per_message >= 20000
+            print(f"bar batched records_per_s >= 20,000: {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
