@@ -154,7 +154,24 @@ async def _read_body(request: web.Request) -> Any:
 
 
 class _Addresses:
+    """Where the simulator answers, and what it was asked (the call log is thread-safe)."""
+
     url: str
+    sim: Simulator
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.sim.calls
+
+    def count(
+        self, method: str | None = None, path: str | None = None, status: int | None = None
+    ) -> int:
+        return self.sim.count(method, path, status)
+
+    def matching(
+        self, method: str | None = None, path: str | None = None, status: int | None = None
+    ) -> list[Call]:
+        return self.sim.log.matching(method, path, status)
 
     @property
     def arm_url(self) -> str:
@@ -183,20 +200,6 @@ class SimulatorServer(_Addresses):
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self.url = ""
-
-    @property
-    def calls(self) -> list[Call]:
-        return self.sim.calls
-
-    def count(
-        self, method: str | None = None, path: str | None = None, status: int | None = None
-    ) -> int:
-        return self.sim.count(method, path, status)
-
-    def matching(
-        self, method: str | None = None, path: str | None = None, status: int | None = None
-    ) -> list[Call]:
-        return self.sim.log.matching(method, path, status)
 
     def reset(self) -> None:
         self.sim.reset()
@@ -239,20 +242,6 @@ class SimulatorThread(_Addresses):
     @property
     def sim(self) -> Simulator:
         return self.server.sim
-
-    @property
-    def calls(self) -> list[Call]:
-        return self.sim.calls  # the log is thread-safe
-
-    def count(
-        self, method: str | None = None, path: str | None = None, status: int | None = None
-    ) -> int:
-        return self.sim.count(method, path, status)
-
-    def matching(
-        self, method: str | None = None, path: str | None = None, status: int | None = None
-    ) -> list[Call]:
-        return self.sim.log.matching(method, path, status)
 
     def reset(self) -> None:
         """Reset on the simulator's own loop, so no request sees half-reset state."""

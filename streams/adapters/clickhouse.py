@@ -13,6 +13,7 @@ store folder, and a process that opened one folder must close it before opening 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -143,7 +144,7 @@ def translate_error(exc: BaseException, *, unreachable: bool = False) -> Platfor
 # --- stores ----------------------------------------------------------------------------
 
 
-class _Store:
+class _Store(abc.ABC):
     database: str
 
     def __enter__(self):
@@ -152,8 +153,8 @@ class _Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 class ChdbStore(_Store):
