@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 # wide enough for the report when piped (rich assumes 80 columns without a terminal)
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +92,9 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print_rows("pipemedic rules (first match wins)", rows)
+    # the note and schedule name are in --json; the table keeps what a reader scans for
+    shown = [{k: v for k, v in row.items() if k not in ("note", "schedule")} for row in rows]
+    print_rows("pipemedic rules (first match wins)", shown)
     return 0
 
 
