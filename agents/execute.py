@@ -11,27 +11,46 @@ from typing import Any
 
 from agents.common import apply_effects, now_ms, run_concurrently
 from agents.remedies import Platforms, procedure_for
-from streams.adapters.errors import PlatformError
+from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
-from streams.policy.model import ActionRequest
-from streams.policy.steps import StepConfig, after_error, after_step
+from streams.policy.breaker import Breakers, target_of
+from streams.policy.model import Action, ActionRequest
+from streams.policy.steps import StepConfig, after_error, after_step, defer
 
 
 class StepRunner:
     """Runs one action's steps; ``topology`` is read by the dead-letter path too."""
 
-    def __init__(self, topology: Topology, platforms: Platforms, action: str, config: StepConfig):
+    def __init__(
+        self,
+        topology: Topology,
+        platforms: Platforms,
+        action: str,
+        config: StepConfig,
+        breakers: Breakers,
+    ):
         self.topology = topology
         self.platforms = platforms
         self.procedure = procedure_for(action, platforms.estate)
         self.config = config
+        self.breakers = breakers
+        self.gated = action != Action.MANUAL.value  # paging people is never held back
 
     async def __call__(self, event: Any) -> None:
         request = ActionRequest.from_dict(event.value)
         now = now_ms()
+        breaker = self.breakers.for_target(target_of(request.alert.source, request.alert.scope))
+        wait_s = breaker.wait_s(now / 1000) if self.gated else 0.0
+        if wait_s > 0:
+            reason = f"circuit open for {request.alert.source} {request.alert.scope}"
+            effects = defer(request, wait_s=wait_s, reason=reason, now_ms=now)
+            await apply_effects(self.topology, effects, now=now_ms())
+            return
         try:
             report = await self.procedure(request, self.platforms, now)
         except PlatformError as error:
+            if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):
+                breaker.failed(now_ms() / 1000)
             effects = after_error(
                 request,
                 kind=error.kind.value,
@@ -42,6 +61,7 @@ class StepRunner:
                 config=self.config,
             )
         else:
+            breaker.succeeded()
             effects = after_step(request, report, now_ms=now_ms(), config=self.config)
         await apply_effects(self.topology, effects, now=now_ms())
 
@@ -50,8 +70,10 @@ def register(topology: Topology, platforms: Platforms) -> None:
     app = topology.app
     settings = topology.settings
     config = settings.step_config()
+    # one breaker per platform target, shared by every action of this worker
+    breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
     for action, topic in topology.actions.items():
-        runner = StepRunner(topology, platforms, action, config)
+        runner = StepRunner(topology, platforms, action, config, breakers)
         app.agent(topic, name=f"execute-{action}")(_body(runner, settings.executor_concurrency))
 
 

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         }
     )
     http_timeout_s: float = 20.0
+    # per platform target: consecutive transient/throttled failures that open its breaker,
+    # and how long it stays open before one call may test the target again
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 60.0
 
     # worker web server (health, HTTP webhooks)
     web_host: str = "127.0.0.1"  # docker-compose sets 0.0.0.0 so Azure action groups can reach it

@@ -163,6 +163,24 @@ def after_error(
     return Effects(requests=(again,), outcomes=(row,))
 
 
+def defer(request: ActionRequest, *, wait_s: float, reason: str, now_ms: int) -> Effects:
+    """Run the same step later without spending its retry budget (e.g. the target's
+    circuit breaker is open: the platform's outage is not the chain's failure)."""
+    deferrals = int(request.context.get("deferrals", "0")) + 1
+    again = replace(
+        request,
+        context={**request.context, "deferrals": str(deferrals)},
+        due_at=now_ms + max(1, int(wait_s * 1000)),
+    )
+    row = replace(
+        _row(request, OutcomeState.RETRYING, now_ms, None),
+        event_id=event_id(request.action_id, "deferred", deferrals, request.poll),
+        detail=f"{reason}; again in {wait_s:.0f}s",
+        due_at=again.due_at,
+    )
+    return Effects(requests=(again,), outcomes=(row,))
+
+
 def _run_ref(report: StepReport) -> str:
     return f"{report.new_run_id}#{report.repair_id}" if report.repair_id else report.new_run_id
 

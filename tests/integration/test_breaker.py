@@ -1,0 +1,41 @@
+"""An outage must not become a retry storm: the target's circuit breaker holds calls back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipemedic.runtime import RecordTail
+from pipemedic.stack import EmbeddedStack
+from streams.policy import routing
+from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+
+pytestmark = pytest.mark.integration
+
+RUNS = {f"outage-run-{i}": "Flaky" for i in range(8)}
+
+
+async def _deferred_rows(bootstrap: str, seconds: float) -> list[dict]:
+    rows: list[dict] = []
+    deadline = time.monotonic() + seconds
+    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
+        while time.monotonic() < deadline:
+            rows += [r for r in await tail.poll(300) if "circuit open" in r["detail"]]
+    return rows
+
+
+def test_a_failing_factory_gets_a_few_probes_not_a_retry_storm(tmp_path):
+    outage = world({"Flaky": ["Succeeded"]}, RUNS)
+    outage["error_modes"] = [{"path": "*/createRun", "fail_5xx": {"status": 503}}]
+    rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
+    with EmbeddedStack(tmp_path, outage, rules_file=rules, breaker_threshold=3,
+                       breaker_cooldown_s=5.0, transient_backoff_s=(1.0, 1.0, 1.0),
+                       step_retry_limit=5) as stack:
+        stack.send_raw([gateway_alert("Flaky", run_id) for run_id in RUNS])
+        deferred = asyncio.run(_deferred_rows(stack.bootstrap, 20))
+        calls = stack.simulator.count("POST", "*/createRun")
+    # without a breaker: 8 chains x (1 + 5 step retries) = 48 createRun calls in ~10 s
+    assert 3 <= calls <= 12, calls
+    assert deferred and {r["action"] for r in deferred} == {"retry_pipeline"}
