@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     send = sub.add_parser("send", help="send a JSONL file of raw alerts to the raw topic")
     send.add_argument("file", type=Path)
+
+    approve = sub.add_parser("approve", help="approve (or --reject) the action a chain waits on")
+    approve.add_argument("chain_id")
+    approve.add_argument("--reject", action="store_true")
+    approve.add_argument("--by", default=os.environ.get("USER", "someone"), help="who decides")
+    approve.add_argument("--reason", default="")
 
     sim = sub.add_parser("simulator", help="serve the ADF/Databricks simulator on loopback")
     sim.add_argument("--world", type=Path, required=True)
@@ -138,9 +145,26 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     settings = _settings()
     now = time.time()
-    lines = [relative_times(line.encode(), now) for line in args.file.read_text().splitlines() if line.strip()]
+    lines = [
+        relative_times(line.encode(), now)
+        for line in args.file.read_text().splitlines()
+        if line.strip()
+    ]
     sent = asyncio.run(produce_raw(settings.broker_url.removeprefix("kafka://"), RAW, lines))
     print(f"sent {sent} messages to {RAW}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from pipemedic.runtime import send_decision
+
+    settings = _settings()
+    bootstrap = settings.broker_url.removeprefix("kafka://")
+    approve = not args.reject
+    asyncio.run(
+        send_decision(bootstrap, args.chain_id, approve=approve, by=args.by, reason=args.reason)
+    )
+    print(f"{'approved' if approve else 'rejected'}: {args.chain_id}")
     return 0
 
 
@@ -157,6 +181,7 @@ COMMANDS = {
     "report": cmd_report,
     "topics": cmd_topics,
     "send": cmd_send,
+    "approve": cmd_approve,
     "simulator": cmd_simulator,
 }
 
@@ -174,7 +199,9 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 def print_report(by_type: list[dict[str, Any]], kpis: dict[str, Any], *, title: str) -> None:
-    print_rows(title, [row for row in by_type if any(v for k, v in row.items() if k != "error_type")])
+    print_rows(
+        title, [row for row in by_type if any(v for k, v in row.items() if k != "error_type")]
+    )
     if kpis:
         print_rows("KPIs", [{"metric": k, "value": v} for k, v in kpis.items()])
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,31 @@ class RecordTail:
     async def poll(self, timeout_ms: int = 500) -> list[dict[str, Any]]:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)
         return [decode(self.record, m.value) for msgs in batches.values() for m in msgs]
+
+
+async def send_decision(
+    bootstrap: str, chain_id: str, *, approve: bool, by: str, reason: str = ""
+) -> None:
+    """A person's yes or no for the action a chain waits on (approval mode)."""
+    from streams.codecs import encode
+    from streams.policy.model import Alert, ChainEvent, ChainEventKind
+    from streams.policy.routing import CHAIN_EVENTS
+
+    kind = ChainEventKind.APPROVED if approve else ChainEventKind.REJECTED
+    detail = f"by {by}" + (f": {reason}" if reason else "")
+    event = ChainEvent(
+        kind=kind.value,
+        chain_id=chain_id,
+        dedup_key="",
+        at=int(time.time() * 1000),
+        alert=Alert(alert_id=f"decision:{chain_id}", source="", kind=""),
+        detail=detail,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            CHAIN_EVENTS, encode("chain_event", event.to_dict()), key=chain_id.encode()
+        )
+    finally:
+        await producer.stop()

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     sink_flush_s: float = 1.0
 
     # safety
-    mode: Literal["observe", "automatic"] = "observe"
+    mode: Literal["observe", "approval", "automatic"] = "observe"
     max_retries_cap: int = 5
     dedup_horizon_s: int = 7 * 24 * 3600
 

@@ -34,7 +34,7 @@ HISTORY_LIMIT = 20  # entries kept per chain; the audit trail in ClickHouse keep
 
 @dataclass(frozen=True)
 class ChainPolicy:
-    mode: str = "automatic"  # observe | automatic
+    mode: str = "automatic"  # observe | approval | automatic
     max_retries_cap: int = 5  # no chain retries more often than this, whatever a rule says
     horizon_ms: int = 7 * 24 * 3600 * 1000  # final chains are forgotten after this
 
@@ -53,6 +53,7 @@ class Chain:
     expires_at: int = 0
     history: tuple[str, ...] = ()
     runs: tuple[str, ...] = ()  # run references whose failure already counted as an attempt
+    pending: Mapping[str, Any] | None = None  # approval mode: the action waiting for a yes
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -106,6 +107,8 @@ def on_event(
         if chain.final:
             return ChainStep(chain)
         return _finish(chain, event, ChainState.MANUAL, now_ms, policy, event.detail, page=True)
+    if kind in (ChainEventKind.APPROVED.value, ChainEventKind.REJECTED.value):
+        return _on_decision(chain, event, now_ms, policy)
     raise ValueError(f"unknown chain event kind {kind!r}")
 
 
@@ -123,7 +126,8 @@ def _on_failure(
         chain = None  # a new incident of an object whose last one was fixed: start afresh
     if chain is not None:
         in_flight_on_other_run = (
-            chain.state == ChainState.SCHEDULED.value or ref != chain.current_run
+            chain.state in (ChainState.SCHEDULED.value, ChainState.AWAITING_APPROVAL.value)
+            or ref != chain.current_run
         )
         if chain.final or in_flight_on_other_run:
             why = f"chain {chain.state}" if chain.final else "chain in flight"
@@ -166,10 +170,51 @@ def _on_failure(
         step = _finish(chain, event, ChainState.MANUAL, now_ms, policy, why, page=True)
         return replace(step, outcomes=(observed, *step.outcomes))
 
-    chain = replace(chain, state=ChainState.SCHEDULED.value)
     request = _request(chain, event, classification, classification.action, due_at, "backoff")
+    if policy.mode == "approval":
+        why = (
+            f"approval needed: {classification.action} (attempt {attempt}); "
+            f"pipemedic approve '{chain.chain_id}'"
+        )
+        waiting = replace(
+            chain, state=ChainState.AWAITING_APPROVAL.value, pending=request.to_dict()
+        )
+        row = _row(waiting, event, OutcomeState.AWAITING_APPROVAL, now_ms, why, due_at=due_at)
+        return ChainStep(waiting, outcomes=(row,))
+    chain = replace(chain, state=ChainState.SCHEDULED.value)
     row = _row(chain, event, OutcomeState.SCHEDULED, now_ms, f"due in {delay_s:g}s", due_at=due_at)
     return ChainStep(chain, schedule=request, outcomes=(row,))
+
+
+def _on_decision(chain: Chain, event: ChainEvent, now_ms: int, policy: ChainPolicy) -> ChainStep:
+    """A person approved or rejected the action a chain is waiting on (approval mode)."""
+    if chain.state != ChainState.AWAITING_APPROVAL.value or not chain.pending:
+        return ChainStep(chain)  # nothing is waiting: a late or repeated decision
+    if event.kind == ChainEventKind.REJECTED.value:
+        why = f"rejected {event.detail}".strip()
+        return _finish(
+            replace(chain, pending=None), event, ChainState.MANUAL, now_ms, policy, why, page=True
+        )
+    pending = ActionRequest.from_dict(chain.pending)
+    request = replace(pending, due_at=max(pending.due_at, now_ms))
+    scheduled = replace(
+        chain,
+        state=ChainState.SCHEDULED.value,
+        pending=None,
+        updated_at=now_ms,
+        history=_add(chain.history, f"{now_ms}: approved {event.detail}".strip()),
+    )
+    approved = ChainEvent(
+        kind=event.kind,
+        chain_id=chain.chain_id,
+        dedup_key=pending.dedup_key,
+        at=now_ms,
+        alert=pending.alert,
+        classification=pending.classification,
+    )
+    why = f"approved {event.detail}".strip()
+    row = _row(scheduled, approved, OutcomeState.SCHEDULED, now_ms, why, due_at=request.due_at)
+    return ChainStep(scheduled, schedule=request, outcomes=(row,))
 
 
 def _finish(

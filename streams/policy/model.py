@@ -61,6 +61,7 @@ class ChainState(enum.StrEnum):
     """Where a remediation chain stands. The last three are final."""
 
     SCHEDULED = "scheduled"  # an action is waiting in a delay tier or an action topic
+    AWAITING_APPROVAL = "awaiting_approval"  # approval mode: a person must approve the action
     VERIFYING = "verifying"  # the action ran; waiting for the platform to say how it ended
     RESOLVED = "resolved"
     GAVE_UP = "gave_up"
@@ -144,6 +145,7 @@ class OutcomeState(enum.StrEnum):
     WAITING = "waiting"  # the platform retries by itself; nothing to do yet
     SCHEDULED = "scheduled"  # an action is due at ``due_at``
     OBSERVED = "observed"  # observe-only mode: this is what would have been done
+    AWAITING_APPROVAL = "awaiting_approval"  # approval mode: the action waits for a person
     EXECUTED = "executed"
     RETRYING = "retrying"  # the platform answered transiently; the same step is due again
     FAILED = "failed"  # the action's run/cluster ended badly
@@ -269,6 +271,8 @@ class ChainEventKind(enum.StrEnum):
     EXECUTED = "executed"  # our action ran; ``new_run_id`` is what it started
     RESOLVED = "resolved"  # verification saw the fix work
     ACTION_ERROR = "action_error"  # the action cannot be carried out; a human must look
+    APPROVED = "approved"  # a person approved the pending action (approval mode)
+    REJECTED = "rejected"  # a person rejected it: the chain is theirs
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from streams.policy.chains import ChainPolicy, on_event
+from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key
 from streams.policy.model import (
     Alert,
@@ -204,3 +204,37 @@ def test_an_executed_action_carries_its_estimated_cost():
     priced = StepConfig(action_cost_usd={"retry_pipeline": 0.25})
     effects = after_step(first_request(), StepReport(Status.STARTED, new_run_id="r2"), now_ms=0, config=priced)
     assert effects.outcomes[0].state == "executed" and effects.outcomes[0].cost_usd == 0.25
+
+
+APPROVAL = ChainPolicy(mode="approval")
+
+
+def decision(kind: str, who: str = "by alice") -> ChainEvent:
+    return ChainEvent(kind=kind, chain_id="adf|f1|r1", dedup_key="", at=0, alert=adf("r1"), detail=who)
+
+
+def test_approval_mode_holds_the_action_until_a_person_approves():
+    step = on_event(None, failure(adf("r1")), now_ms=1_000, policy=APPROVAL)
+    assert step.schedule is None and step.chain.state == "awaiting_approval"
+    assert step.outcomes[0].state == "awaiting_approval" and "pipemedic approve" in step.outcomes[0].detail
+    # more alerts for the run while it waits join the chain
+    again = on_event(step.chain, failure(replace(adf("r1"), alert_id="b")), now_ms=2_000, policy=APPROVAL)
+    assert again.schedule is None and again.outcomes[0].state == "duplicate"
+    approved = on_event(step.chain, decision("approved"), now_ms=60_000, policy=APPROVAL)
+    assert approved.chain.state == "scheduled" and approved.chain.pending is None
+    assert approved.schedule.action == "retry_pipeline" and approved.schedule.due_at == 60_000
+    assert approved.outcomes[0].detail == "approved by alice"
+    # a second click changes nothing
+    assert on_event(approved.chain, decision("approved"), now_ms=61_000, policy=APPROVAL).schedule is None
+
+
+def test_a_rejected_action_hands_the_chain_to_people():
+    waiting = on_event(None, failure(adf("r1")), now_ms=0, policy=APPROVAL).chain
+    rejected = on_event(waiting, decision("rejected", "by bob: prod freeze"), now_ms=5, policy=APPROVAL)
+    assert rejected.chain.state == "manual" and rejected.schedule.action == "manual"
+    assert "rejected by bob: prod freeze" in rejected.outcomes[0].detail
+
+
+def test_a_waiting_chain_survives_the_table_round_trip():
+    waiting = on_event(None, failure(adf("r1")), now_ms=0, policy=APPROVAL).chain
+    assert Chain.from_dict(waiting.to_dict()) == waiting
