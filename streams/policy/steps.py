@@ -17,6 +17,7 @@ from streams.policy import backoff
 from streams.policy.dedup import dedup_key
 from streams.policy.ids import event_id
 from streams.policy.model import (
+    Action,
     ActionRequest,
     Alert,
     ChainEvent,
@@ -96,6 +97,8 @@ def after_step(
         row = replace(_row(request, OutcomeState.EXECUTED, now_ms, report), cost_usd=cost)
         return Effects(requests=(verify,), chain_events=(executed,), alerts=links, outcomes=(row,))
     if report.status is Status.SUCCEEDED:
+        if request.action == Action.MANUAL.value:
+            return Effects()  # people were told; the chain closed when it was handed to them
         resolved = _event(request, ChainEventKind.RESOLVED, now_ms, report.detail or "verified")
         return Effects(chain_events=(resolved,))
     if report.status is Status.FAILED:

@@ -238,3 +238,9 @@ def test_a_rejected_action_hands_the_chain_to_people():
 def test_a_waiting_chain_survives_the_table_round_trip():
     waiting = on_event(None, failure(adf("r1")), now_ms=0, policy=APPROVAL).chain
     assert Chain.from_dict(waiting.to_dict()) == waiting
+
+
+def test_paging_people_does_not_touch_the_chain():
+    page = on_event(None, failure(adf("r1"), COLUMN), now_ms=0, policy=POLICY).schedule
+    assert page.action == "manual"
+    assert after_step(page, StepReport(Status.SUCCEEDED, detail="paged"), now_ms=1, config=CONFIG) == Effects()
