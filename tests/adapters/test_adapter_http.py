@@ -182,3 +182,18 @@ async def test_shared_client_decodes_compressed_answers_and_keeps_raw_paths() ->
         assert seen == ["/p/a%2Fb%3Fc/run"]
     finally:
         await runner.cleanup()
+
+
+async def test_the_shared_client_keeps_and_sends_no_cookies():
+    from streams.adapters.http import CookielessClient
+
+    seen = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json={})
+
+    async with CookielessClient(transport=httpx.MockTransport(platform)) as client:
+        await client.get("https://management.azure.com/a")
+        await client.get("https://management.azure.com/b")
+    assert seen == [None, None] and len(client.cookies.jar) == 0
