@@ -5,14 +5,19 @@ The wall clock is read here and handed to the pure policy as ``now_ms``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streams.app import Topology
 from streams.policy import routing
 from streams.policy.dedup import dedup_key
+from streams.policy.expiry import ExpiryIndex
+from streams.policy.expiry import sweep as sweep_expired
 from streams.policy.ids import event_id
 from streams.policy.model import ActionRequest, ChainEvent, DeadLetter, Outcome, OutcomeState
 from streams.policy.steps import Effects
@@ -91,14 +96,12 @@ async def dead_letter(
     await topology.outcomes.send(key=where, value=row.to_dict())
 
 
-async def run_concurrently(stream: Any, limit: int, handle: Any) -> None:
+async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: Any) -> None:
     """Handle up to ``limit`` events at once; each is acknowledged when its handling ends.
 
     Faust commits only the contiguous prefix of acknowledged offsets, so an event still in
     flight holds its partition's commit back and a crash redelivers it.
     """
-    import asyncio
-
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
     in_flight: set[asyncio.Task[None]] = set()
@@ -126,12 +129,10 @@ async def run_concurrently(stream: Any, limit: int, handle: Any) -> None:
             await manual.ack(event)
 
     async def dead_letter_safely(message: Any, exc: Exception) -> None:
-        topology = getattr(handle, "topology", None)
-        if topology is not None:
-            try:
-                await dead_letter(topology, message, "internal_error", repr(exc))
-            except Exception:
-                log.exception("could not dead-letter %s", origin_of(message))
+        try:
+            await dead_letter(topology, message, "internal_error", repr(exc))
+        except Exception:
+            log.exception("could not dead-letter %s", origin_of(message))
 
     try:
         async for event in manual.events():
@@ -152,21 +153,15 @@ class TableExpiry:
     """
 
     def __init__(self, table: Any, partitions: int, expires_at: Any) -> None:
-        from streams.policy.expiry import ExpiryIndex
-
         self.table = table
         self.partitions = partitions
         self.expires_at = expires_at
         self.index = ExpiryIndex()
 
     def partition_of(self, key: str) -> int:
-        from aiokafka.partitioner import murmur2
-
         return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
 
     def sweep(self, partition: int, now: int) -> int:
-        from streams.policy.expiry import sweep
-
         if self.index.needs_load(partition):  # what the changelog restored is not indexed yet
             restored = ((k, self.expires_at(v)) for k, v in self.table.items() if v)
             self.index.load(
@@ -177,7 +172,7 @@ class TableExpiry:
             value = self.table.get(key)
             return self.expires_at(value) if value else None
 
-        return sweep(self.index, partition, now, stored_expiry, self.table.pop)
+        return sweep_expired(self.index, partition, now, stored_expiry, self.table.pop)
 
     def remember(self, partition: int, key: str, value: Any) -> None:
         self.index.add(partition, self.expires_at(value), key)

@@ -92,4 +92,4 @@ def register(topology: Topology, platforms: Platforms, rulebook: Rulebook) -> No
 
     @topology.app.agent(topology.enrich, name="enrich")
     async def enrich(stream: Any) -> None:
-        await run_concurrently(stream, topology.settings.executor_concurrency, enricher)
+        await run_concurrently(topology, stream, topology.settings.executor_concurrency, enricher)

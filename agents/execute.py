@@ -79,6 +79,6 @@ def register(topology: Topology, platforms: Platforms) -> None:
 
 def _body(runner: StepRunner, limit: int) -> Any:
     async def execute(stream: Any) -> None:
-        await run_concurrently(stream, limit, runner)
+        await run_concurrently(runner.topology, stream, limit, runner)
 
     return execute

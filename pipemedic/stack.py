@@ -72,7 +72,8 @@ def write_estate(
         },
         "databricks": {
             "workspaces": {
-                w.workspace_id: {"host": f"{sim_url}/databricks/{w.workspace_id}", "token": w.token} for w in world.workspaces
+                w.workspace_id: {"host": f"{sim_url}/databricks/{w.workspace_id}", "token": w.token}
+                for w in world.workspaces
             },
             **extras.get("databricks", {}),
         },
@@ -158,7 +159,9 @@ class EmbeddedStack:
     def send_raw(self, payloads: list[bytes]) -> int:
         """Send raw messages; ``${now}``-style placeholders become times as of sending."""
         now = time.time()
-        return asyncio.run(produce_raw(self.bootstrap, routing.RAW, [relative_times(p, now) for p in payloads]))
+        return asyncio.run(
+            produce_raw(self.bootstrap, routing.RAW, [relative_times(p, now) for p in payloads])
+        )
 
 
 _PLACEHOLDER = re.compile(rb"\$\{now(?:([+-])(\d+)([smhd]))?(:ms)?\}")

@@ -78,7 +78,9 @@ def parse_estate(data: Mapping[str, Any], *, timeout_s: float = 20.0) -> Estate:
         else None,
         adf=ADFConfig(
             factories={  # ARM names are case-insensitive; alerts carry them lower-cased
-                name.lower(): FactoryRef(_text(ref, "subscription_id"), _text(ref, "resource_group"))
+                name.lower(): FactoryRef(
+                    _text(ref, "subscription_id"), _text(ref, "resource_group")
+                )
                 for name, ref in (adf.get("factories") or {}).items()
             },
             timeout_s=timeout_s,

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from streams.policy import backoff
-from streams.policy.dedup import dedup_key
 from streams.policy.ids import event_id
 from streams.policy.model import (
     Action,
@@ -245,10 +244,6 @@ def _link(request: ActionRequest, report: StepReport, now_ms: int) -> Classified
 def _reentry(request: ActionRequest, report: StepReport, now_ms: int) -> ChainEvent:
     alert = _rerun_alert(request, report, Signal.FAILURE, now_ms)
     return _event(request, ChainEventKind.FAILURE, now_ms, report.detail, alert=alert)
-
-
-def link_key(alert: ClassifiedAlert) -> str:
-    return dedup_key(alert.alert)
 
 
 def _row(
