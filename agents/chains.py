@@ -1,21 +1,14 @@
 """Chains: count attempts across reruns and schedule the next action, or give up.
 
-Keyed by chain id on ``chain-events``; the decision is :func:`streams.policy.chains.on_event`.
+Keyed by chain id on ``chain-events`` (a batch there holds only chain ids of its partition);
+the decision is :func:`streams.policy.chains.on_event`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.common import (
-    TableExpiry,
-    dead_letter,
-    log,
-    now_ms,
-    origin_of,
-    send_outcomes,
-    send_request,
-)
+from agents.common import Outbox, TableExpiry, dead_letter, log, now_ms, origin_of
 from streams.app import Topology
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
@@ -42,24 +35,39 @@ def register(topology: Topology) -> None:
     async def chains(stream: Any) -> None:
         async for event in stream.events():
             try:
-                chain_event = ChainEvent.from_dict(event.value)
-                await _advance(topology, expiry, event.message.partition, chain_event, policy)
+                batch = [ChainEvent.from_dict(item) for item in event.value["items"]]
+                await _advance(topology, expiry, event.message.partition, batch, policy)
             except Exception as exc:
                 log.exception("chain step failed on %s", origin_of(event.message))
                 await dead_letter(topology, event.message, "internal_error", repr(exc))
 
 
 async def _advance(
-    topology: Topology, expiry: TableExpiry, partition: int, event: ChainEvent, policy: ChainPolicy
+    topology: Topology,
+    expiry: TableExpiry,
+    partition: int,
+    events: list[ChainEvent],
+    policy: ChainPolicy,
 ) -> None:
+    """Move each chain by its events in order; effects are sent before the table is written,
+    once per chain."""
     now = now_ms()
     table = expiry.table
     expiry.sweep(partition, now)
-    stored = table.get(event.chain_id)
-    step = on_event(Chain.from_dict(stored) if stored else None, event, now_ms=now, policy=policy)
-    if step.schedule is not None:
-        await send_request(topology, step.schedule, now=now)
-    await send_outcomes(topology, step.outcomes)
-    if step.chain is not None:
-        table[event.chain_id] = step.chain.to_dict()
-        expiry.remember(partition, event.chain_id, table[event.chain_id])
+    outbox = Outbox(topology)
+    changed: dict[str, Chain] = {}
+    for event in events:
+        before = changed.get(event.chain_id)
+        if before is None:
+            stored = table.get(event.chain_id)
+            before = Chain.from_dict(stored) if stored else None
+        step = on_event(before, event, now_ms=now, policy=policy)
+        if step.schedule is not None:
+            outbox.add_request(step.schedule, now=now)
+        outbox.add_outcomes(step.outcomes)
+        if step.chain is not None:
+            changed[event.chain_id] = step.chain
+    await outbox.flush()
+    for chain_id, chain in changed.items():
+        table[chain_id] = value = chain.to_dict()
+        expiry.remember(partition, chain_id, value)

@@ -19,7 +19,14 @@ from streams.policy.dedup import dedup_key
 from streams.policy.expiry import ExpiryIndex
 from streams.policy.expiry import sweep as sweep_expired
 from streams.policy.ids import event_id
-from streams.policy.model import ActionRequest, ChainEvent, DeadLetter, Outcome, OutcomeState
+from streams.policy.model import (
+    ActionRequest,
+    ChainEvent,
+    ClassifiedAlert,
+    DeadLetter,
+    Outcome,
+    OutcomeState,
+)
 from streams.policy.steps import Effects
 
 log = logging.getLogger("pipemedic")
@@ -33,9 +40,80 @@ def origin_of(message: Any) -> str:
     return f"{message.topic}/{message.partition}/{message.offset}"
 
 
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client)
+    gives ``key``: a batch sent there lands where each of its items would have alone."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Outbox:
+    """The messages one step produces, gathered so that each partition of the busy topics
+    (classified alerts, chain events, outcomes) gets one batch message per step.
+
+    Items keep their order within a partition, which is all Kafka promised for single
+    messages too. Action requests stay one message each: executors and delay tiers act on
+    them one by one. ``flush`` sends; callers write their tables only after it.
+    """
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.partitions = topology.settings.partitions
+        self.classified: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self.outcomes: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[tuple[ActionRequest, int]] = []
+
+    def add_classified(self, record: ClassifiedAlert) -> None:
+        key = dedup_key(record.alert)
+        self.classified.setdefault(partition_for(key, self.partitions), []).append(
+            (key, record.to_dict())
+        )
+
+    def add_chain_event(self, event: ChainEvent) -> None:
+        key = event.chain_id
+        self.chain_events.setdefault(partition_for(key, self.partitions), []).append(
+            (key, event.to_dict())
+        )
+
+    def add_outcomes(self, outcomes: Iterable[Outcome]) -> None:
+        self.outcomes.extend((o.chain_id or o.dedup_key, o.to_dict()) for o in outcomes)
+
+    def add_request(self, request: ActionRequest, *, now: int) -> None:
+        self.requests.append((request, now))
+
+    def add_effects(self, effects: Effects, *, now: int) -> None:
+        for alert in effects.alerts:
+            self.add_classified(alert)
+        for event in effects.chain_events:
+            self.add_chain_event(event)
+        for request in effects.requests:
+            self.add_request(request, now=now)
+        self.add_outcomes(effects.outcomes)
+
+    async def flush(self) -> None:
+        topology = self.topology
+        for partition, items in self.classified.items():
+            await _send_batch(topology.classified, items, partition)
+        for partition, items in self.chain_events.items():
+            await _send_batch(topology.chain_events, items, partition)
+        for request, now in self.requests:
+            await send_request(topology, request, now=now)
+        if self.outcomes:  # the sink keeps no state: any partition will do
+            await _send_batch(topology.outcomes, self.outcomes, None)
+        self.classified, self.chain_events, self.outcomes, self.requests = {}, {}, [], []
+
+
+async def _send_batch(
+    topic: Any, items: list[tuple[str, dict[str, Any]]], partition: int | None
+) -> None:
+    # keyed by its first item: the key hashes to the partition the batch goes to
+    await topic.send(key=items[0][0], value={"items": [v for _, v in items]}, partition=partition)
+
+
 async def send_outcomes(topology: Topology, outcomes: Iterable[Outcome]) -> None:
-    for outcome in outcomes:
-        await topology.outcomes.send(key=outcome.chain_id, value=outcome.to_dict())
+    outbox = Outbox(topology)
+    outbox.add_outcomes(outcomes)
+    await outbox.flush()
 
 
 async def send_request(topology: Topology, request: ActionRequest, *, now: int) -> str:
@@ -49,19 +127,11 @@ async def send_request(topology: Topology, request: ActionRequest, *, now: int) 
     return name
 
 
-async def send_chain_event(topology: Topology, event: ChainEvent) -> None:
-    await topology.chain_events.send(key=event.chain_id, value=event.to_dict())
-
-
 async def apply_effects(topology: Topology, effects: Effects, *, now: int) -> None:
     """Carry out what a step decided. Sends come before any table write by the caller."""
-    for alert in effects.alerts:
-        await topology.classified.send(key=dedup_key(alert.alert), value=alert.to_dict())
-    for event in effects.chain_events:
-        await send_chain_event(topology, event)
-    for request in effects.requests:
-        await send_request(topology, request, now=now)
-    await send_outcomes(topology, effects.outcomes)
+    outbox = Outbox(topology)
+    outbox.add_effects(effects, now=now)
+    await outbox.flush()
 
 
 async def dead_letter(
@@ -93,7 +163,7 @@ async def dead_letter(
         state=OutcomeState.DEAD_LETTER.value,
         detail=f"{reason}: {error[:500]}",
     )
-    await topology.outcomes.send(key=where, value=row.to_dict())
+    await send_outcomes(topology, (row,))
 
 
 async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: Any) -> None:
@@ -159,7 +229,7 @@ class TableExpiry:
         self.index = ExpiryIndex()
 
     def partition_of(self, key: str) -> int:
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+        return partition_for(key, self.partitions)
 
     def sweep(self, partition: int, now: int) -> int:
         if self.index.needs_load(partition):  # what the changelog restored is not indexed yet

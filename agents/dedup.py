@@ -1,24 +1,18 @@
 """Dedup: act once per failing run, and pass new facts on to their chain.
 
-The table is keyed by the dedup key, the same key the classified topic is partitioned by,
-so one partition owns a run and its alerts are handled one at a time (a per-key mutex for
-free). The forward is sent before the table is written: a crash repeats a forward, which the
-chain absorbs, instead of losing one.
+The table is keyed by the dedup key, the same key the classified topic is partitioned by
+(a batch on ``alerts-classified`` holds only keys of its partition), so one partition owns a
+run and its alerts are handled one at a time (a per-key mutex for free). A batch is decided
+item by item against what the table holds plus what the batch already changed; its chain
+events and audit rows are sent first and the table is written after, once per key: a crash
+repeats a forward, which the chain absorbs, instead of losing one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.common import (
-    TableExpiry,
-    dead_letter,
-    log,
-    now_ms,
-    origin_of,
-    send_chain_event,
-    send_outcomes,
-)
+from agents.common import Outbox, TableExpiry, dead_letter, log, now_ms, origin_of
 from streams.app import Topology
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key, outcome_for
 from streams.policy.model import ChainEvent, ChainEventKind, ClassifiedAlert
@@ -34,44 +28,55 @@ def register(topology: Topology) -> None:
     async def dedup(stream: Any) -> None:
         async for event in stream.events():
             try:
-                record = ClassifiedAlert.from_dict(event.value)
-                await _dedup_one(topology, expiry, event.message.partition, record, horizon_ms)
+                records = [ClassifiedAlert.from_dict(item) for item in event.value["items"]]
+                await _dedup_batch(topology, expiry, event.message.partition, records, horizon_ms)
             except Exception as exc:
                 log.exception("dedup failed on %s", origin_of(event.message))
                 await dead_letter(topology, event.message, "internal_error", repr(exc))
 
 
-async def _dedup_one(
+async def _dedup_batch(
     topology: Topology,
     expiry: TableExpiry,
     partition: int,
-    record: ClassifiedAlert,
+    records: list[ClassifiedAlert],
     horizon_ms: int,
 ) -> None:
     now = now_ms()
     table = expiry.table
     expiry.sweep(partition, now)
-    key = dedup_key(record.alert)
-    stored = table.get(key)
-    before = DedupEntry.from_dict(stored) if stored else None
-    decision = decide(before, record.alert, now_ms=now, horizon_ms=horizon_ms)
-    kind = _FORWARD.get(decision.verdict)
-    if kind is not None:
-        event = ChainEvent(
-            kind=kind.value,
-            chain_id=decision.chain_id,
-            dedup_key=key,
-            at=now,
-            alert=record.alert,
-            classification=record.classification,
-            origin=record.origin,
-            received_at=record.received_at,
-        )
-        await send_chain_event(topology, event)
-    row = outcome_for(decision, record, key, now_ms=now)
-    if row is not None:
-        await send_outcomes(topology, (row,))
-    if decision.entry != before:
-        table[key] = decision.entry.to_dict()
-        if before is None or before.expires_at != decision.entry.expires_at:
-            expiry.remember(partition, key, table[key])
+    outbox = Outbox(topology)
+    stored: dict[str, DedupEntry | None] = {}  # as the table holds it before this batch
+    changed: dict[str, DedupEntry] = {}
+    for record in records:
+        key = dedup_key(record.alert)
+        if key not in stored:
+            value = table.get(key)
+            stored[key] = DedupEntry.from_dict(value) if value else None
+        before = changed.get(key) or stored[key]
+        decision = decide(before, record.alert, now_ms=now, horizon_ms=horizon_ms)
+        kind = _FORWARD.get(decision.verdict)
+        if kind is not None:
+            outbox.add_chain_event(
+                ChainEvent(
+                    kind=kind.value,
+                    chain_id=decision.chain_id,
+                    dedup_key=key,
+                    at=now,
+                    alert=record.alert,
+                    classification=record.classification,
+                    origin=record.origin,
+                    received_at=record.received_at,
+                )
+            )
+        row = outcome_for(decision, record, key, now_ms=now)
+        if row is not None:
+            outbox.add_outcomes((row,))
+        if decision.entry != before:
+            changed[key] = decision.entry
+    await outbox.flush()
+    for key, entry in changed.items():
+        table[key] = value = entry.to_dict()
+        before = stored[key]
+        if before is None or before.expires_at != entry.expires_at:
+            expiry.remember(partition, key, value)

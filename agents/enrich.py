@@ -11,24 +11,24 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agents.common import now_ms, run_concurrently
-from agents.ingest import Rulebook, classify_alert
+from agents.common import Outbox, now_ms, run_concurrently
+from agents.ingest import classify_alert
 from agents.remedies import Platforms
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
-from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
 from streams.policy.normalize import alerts_from_adf_runs, alerts_from_databricks_run
 from streams.policy.remedies import latest_repair_id
+from streams.policy.rules import Classifier
 
 WINDOW_SLACK_MS = 5 * 60 * 1000
 
 
 class Enricher:
-    def __init__(self, topology: Topology, platforms: Platforms, rulebook: Rulebook):
+    def __init__(self, topology: Topology, platforms: Platforms, classifier: Classifier):
         self.topology = topology
         self.platforms = platforms
-        self.rulebook = rulebook
+        self.classifier = classifier
 
     async def __call__(self, event: Any) -> None:
         record = ClassifiedAlert.from_dict(event.value)
@@ -40,11 +40,14 @@ class Enricher:
             # keep the fact rather than lose it: people can still act on what we know
             detail = f"enrichment failed ({error.kind.value}): {error}"
             enriched = [_as_failure(alert, detail)]
+        outbox = Outbox(self.topology)
         for found in enriched:
-            classified = classify_alert(
-                found, self.rulebook, received_at=record.received_at, origin=record.origin
+            outbox.add_classified(
+                classify_alert(
+                    found, self.classifier, received_at=record.received_at, origin=record.origin
+                )
             )
-            await self.topology.classified.send(key=dedup_key(found), value=classified.to_dict())
+        await outbox.flush()
 
     async def enrich(self, alert: Alert, now: int) -> list[Alert]:
         if alert.source == Source.ADF.value:
@@ -87,8 +90,8 @@ def _as_failure(alert: Alert, detail: str) -> Alert:
     )
 
 
-def register(topology: Topology, platforms: Platforms, rulebook: Rulebook) -> None:
-    enricher = Enricher(topology, platforms, rulebook)
+def register(topology: Topology, platforms: Platforms, classifier: Classifier) -> None:
+    enricher = Enricher(topology, platforms, classifier)
 
     @topology.app.agent(topology.enrich, name="enrich")
     async def enrich(stream: Any) -> None:

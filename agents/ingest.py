@@ -1,49 +1,62 @@
 """Ingest: raw JSON as it arrives → canonical, classified alerts keyed by dedup key.
 
+Raw messages are taken in batches (up to ``ingest_batch_size``, or what arrived within
+``ingest_linger_s``); the alerts they hold go downstream as one batch per partition of
+``alerts-classified``, so dedup sees few, full messages. Offsets are acknowledged only after
+the batch is sent: a crash repeats alerts (dedup absorbs them), never loses one.
+
 Bad input never stops the worker: it lands in the dead-letter topic with the reason.
-Alerts that lack run or error facts go to the enrichment stage first.
+Alerts that lack run or error facts go to the enrichment stage first, one by one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.common import dead_letter, log, now_ms, origin_of
+from agents.common import Outbox, dead_letter, log, now_ms, origin_of
 from streams.app import Topology
 from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize
-from streams.policy.rules import classify
-
-# (rules, schedules) as loaded from the defaults and the optional rules file
-Rulebook = tuple[Any, Any]
+from streams.policy.rules import Classifier
 
 
 def classify_alert(
-    alert: Alert, rulebook: Rulebook, *, received_at: int, origin: str
+    alert: Alert, classifier: Classifier, *, received_at: int, origin: str
 ) -> ClassifiedAlert:
     wants_class = alert.signal in (Signal.FAILURE.value, Signal.WAIT.value)
-    classification = classify(alert, *rulebook) if wants_class else None
     return ClassifiedAlert(
-        alert=alert, received_at=received_at, origin=origin, classification=classification
+        alert=alert,
+        received_at=received_at,
+        origin=origin,
+        classification=classifier(alert) if wants_class else None,
     )
 
 
-def register(topology: Topology, rulebook: Rulebook) -> None:
+def register(topology: Topology, classifier: Classifier) -> None:
     app = topology.app
+    settings = topology.settings
 
     @app.agent(topology.raw, name="ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await _ingest_one(topology, rulebook, message)
-            except Exception as exc:  # a bug must not stop the stream; keep the message
-                log.exception("ingest failed on %s", origin_of(message))
-                await dead_letter(topology, message, "internal_error", repr(exc))
+        async for events in stream.noack_take(
+            settings.ingest_batch_size, within=settings.ingest_linger_s
+        ):
+            outbox = Outbox(topology)
+            for event in events:
+                try:
+                    await _ingest_one(topology, classifier, outbox, event.message)
+                except Exception as exc:  # a bug must not stop the stream; keep the message
+                    log.exception("ingest failed on %s", origin_of(event.message))
+                    await dead_letter(topology, event.message, "internal_error", repr(exc))
+            await outbox.flush()
+            for event in events:
+                await stream.ack(event)
 
 
-async def _ingest_one(topology: Topology, rulebook: Rulebook, message: Any) -> None:
+async def _ingest_one(
+    topology: Topology, classifier: Classifier, outbox: Outbox, message: Any
+) -> None:
     received = now_ms()
     try:
         alerts = normalize(message.value or b"", received_at_ms=received)
@@ -52,6 +65,8 @@ async def _ingest_one(topology: Topology, rulebook: Rulebook, message: Any) -> N
         return
     origin = origin_of(message)
     for alert in alerts:
-        record = classify_alert(alert, rulebook, received_at=received, origin=origin)
-        target = topology.enrich if alert.signal == Signal.ENRICH.value else topology.classified
-        await target.send(key=dedup_key(alert), value=record.to_dict())
+        record = classify_alert(alert, classifier, received_at=received, origin=origin)
+        if alert.signal == Signal.ENRICH.value:
+            await topology.enrich.send(key=dedup_key(alert), value=record.to_dict())
+        else:
+            outbox.add_classified(record)

@@ -1,5 +1,8 @@
 """Record: every outcome into ClickHouse, in batches, offsets committed only after storing.
 
+Each message on ``outcomes`` already holds the rows of one step; up to ``sink_batch_size``
+messages (or what arrived within ``sink_flush_s``) go into one insert.
+
 The store is blocking (chDB in-process, or clickhouse-connect), so writes run on one
 dedicated thread. When the store is unavailable the batch is retried after the wait the
 writer asks for; the stream does not take more meanwhile (backpressure), and replayed rows
@@ -40,7 +43,9 @@ def register(topology: Topology, writer: OutcomeWriter) -> None:
             settings.sink_batch_size, within=settings.sink_flush_s
         ):
             try:
-                await store([Outcome.from_dict(event.value) for event in events])
+                await store(
+                    [Outcome.from_dict(row) for event in events for row in event.value["items"]]
+                )
             except PlatformError as exc:  # the store refuses these rows for good: keep them
                 for event in events:
                     await dead_letter(

@@ -36,7 +36,7 @@ from pipemedic.runtime import WorkerProcess, settings_env
 from pipemedic.simulator import load_world, start_in_thread
 from pipemedic.stack import DEMO_DATA, fast_settings, write_estate
 from pipemedic.worker import planned_topics
-from streams.codecs import decode
+from streams.codecs import items_of
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -306,7 +306,7 @@ async def follow(
     log: Path | None = None,
 ) -> bool:
     """Read ``topic`` from the beginning (no group) until ``done()``; ``on_message(msg,
-    value)`` gets every message, ``value`` decoded as ``record`` (None: raw bytes). Several
+    value)`` gets every record, ``value`` decoded as ``record`` (None: raw bytes). Several
     topics: ``topic`` maps each to its record. ``log``: its end is printed if ``alive()``
     turns false."""
     records = topic if isinstance(topic, dict) else {topic: record}
@@ -328,8 +328,9 @@ async def follow(
             for tp, messages in batches.items():
                 kind = records[tp.topic]
                 for message in messages:
-                    value = decode(kind, message.value) if kind else message.value
-                    on_message(message, value)
+                    values = items_of(kind, message.value) if kind else [message.value]
+                    for value in values:  # a batch message: each of its records
+                        on_message(message, value)
             if done():
                 return True
             if not alive():

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from pipemedic.embedded import die_with_parent
-from streams.codecs import decode
+from streams.codecs import items_of
 from streams.settings import Settings
 
 
@@ -113,7 +113,10 @@ async def produce_raw(
 
 
 class RecordTail:
-    """Follow an Avro topic from the beginning (no consumer group: a pure observer)."""
+    """Follow an Avro topic from the beginning (no consumer group: a pure observer).
+
+    ``record`` names the item type; on the batched topics (outcomes, chain events, classified
+    alerts) ``poll`` returns the items of every batch, in order."""
 
     def __init__(self, bootstrap: str, topic: str, record: str):
         self.record = record
@@ -134,14 +137,19 @@ class RecordTail:
 
     async def poll(self, timeout_ms: int = 500) -> list[dict[str, Any]]:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)
-        return [decode(self.record, m.value) for msgs in batches.values() for m in msgs]
+        return [
+            item
+            for msgs in batches.values()
+            for m in msgs
+            for item in items_of(self.record, m.value)
+        ]
 
 
 async def send_decision(
     bootstrap: str, chain_id: str, *, approve: bool, by: str, reason: str = ""
 ) -> None:
     """A person's yes or no for the action a chain waits on (approval mode)."""
-    from streams.codecs import encode
+    from streams.codecs import encode_items
     from streams.policy.model import Alert, ChainEvent, ChainEventKind
     from streams.policy.routing import CHAIN_EVENTS
 
@@ -159,7 +167,7 @@ async def send_decision(
     await producer.start()
     try:
         await producer.send_and_wait(
-            CHAIN_EVENTS, encode("chain_event", event.to_dict()), key=chain_id.encode()
+            CHAIN_EVENTS, encode_items("chain_event", [event.to_dict()]), key=chain_id.encode()
         )
     finally:
         await producer.stop()

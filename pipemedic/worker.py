@@ -17,7 +17,7 @@ from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
 from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
-from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, load_rules
+from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
 from streams.settings import Settings
 
 
@@ -61,8 +61,9 @@ def build_worker(settings: Settings) -> Topology:
     estate = load_estate(settings.estate_file, timeout_s=settings.http_timeout_s)
     platforms = build_platforms(settings, estate)
     writer = OutcomeWriter(open_store(clickhouse_config(settings)))
-    ingest.register(topology, rulebook)
-    enrich.register(topology, platforms, rulebook)
+    classifier = Classifier(*rulebook)
+    ingest.register(topology, classifier)
+    enrich.register(topology, platforms, classifier)
     dedup.register(topology)
     chains.register(topology)
     delay.register(topology)

@@ -3,7 +3,9 @@
 The schemas live in ``schemas/*.avsc`` (the contract other consumers read); they reference
 each other by name (``pipemedic.Alert``), so they are parsed in dependency order into one
 shared set of named types. Messages are schemaless Avro bodies: every topic carries exactly
-one record type, named by the topic's codec (``avro-<record>``).
+one record type, named by the topic's codec (``avro-<record>``). The busy internal topics
+(classified alerts, chain events, outcomes) carry *batches* (``<record>_batch``: a record with
+one ``items`` array), so a consumer pays the framework's per-message cost once per batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _ORDER = (
     "action_request",
     "outcome",
     "dead_letter",
+    "classified_batch",
+    "chain_event_batch",
+    "outcome_batch",
 )
 
 
@@ -64,6 +69,25 @@ def encode(record: str, obj: dict[str, Any]) -> bytes:
 
 def decode(record: str, data: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(data), parsed_schemas()[record], None)
+
+
+# records whose topics carry ``<record>_batch`` messages
+BATCHED = frozenset({"classified_alert", "chain_event", "outcome"})
+
+
+def items_of(record: str, data: bytes) -> list[dict[str, Any]]:
+    """The records in one message of a topic carrying ``record``: a batch's items, or one."""
+    return decode_items(record, data) if record in BATCHED else [decode(record, data)]
+
+
+def encode_items(record: str, items: list[dict[str, Any]]) -> bytes:
+    """A ``<record>_batch`` message body holding ``items``."""
+    return encode(f"{record}_batch", {"items": items})
+
+
+def decode_items(record: str, data: bytes) -> list[dict[str, Any]]:
+    """The items of a ``<record>_batch`` message body."""
+    return decode(f"{record}_batch", data)["items"]
 
 
 def codec_name(record: str) -> str:

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # a fetch instead, so table recovery restores all state (pipemedic/tansu.py)
     broker_end_offsets_from_fetch: bool = False
     partitions: int = 4
+    # ingest takes up to this many raw messages at once (or what arrived within the linger)
+    # and sends one batch per partition downstream: the framework's cost per message is paid
+    # once per batch instead of once per alert
+    ingest_batch_size: int = 500
+    ingest_linger_s: float = 0.02
 
     # ClickHouse: empty url = embedded chDB in <data_dir>/chdb
     clickhouse_url: str = ""

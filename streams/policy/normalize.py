@@ -96,7 +96,7 @@ def normalize_detailed(raw: bytes, *, received_at_ms: int) -> Normalized:
     if len(raw) > MAX_BATCH_BYTES:
         raise NormalizeError("too_large", str(len(raw)))
     if raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+        raw = raw[len(_BOM) :]
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:

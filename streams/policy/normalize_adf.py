@@ -47,7 +47,9 @@ IN_PROGRESS = frozenset({"InProgress", "Queued", "Canceling", "Cancelling"})
 CANCELLED = frozenset({"Cancelled", "Canceled"})
 
 
-def diagnostic_records(payload: Mapping[str, Any], received_at_ms: int, skips: list[str]) -> list[Alert]:
+def diagnostic_records(
+    payload: Mapping[str, Any], received_at_ms: int, skips: list[str]
+) -> list[Alert]:
     records = sequence(payload.get("records"), "records")
     if not records:
         skips.append("empty_batch")
@@ -88,7 +90,9 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
         return None
     status = _status(record)
     end = record.get("end")
-    if status in IN_PROGRESS or (not status and isinstance(end, str) and end.startswith(HEARTBEAT_PREFIX)):
+    if status in IN_PROGRESS or (
+        not status and isinstance(end, str) and end.startswith(HEARTBEAT_PREFIX)
+    ):
         skips.append("in_progress")
         return None
     activity_level = category == "ActivityRuns"
@@ -108,15 +112,26 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
     subscription, group, factory = parse_factory(record.get("resourceId")) or ("", "", "")
     ended = end if isinstance(end, str) and not end.startswith(HEARTBEAT_PREFIX) else None
     occurred, raw_time = first_time(received_at_ms, ended, record.get("time"))
-    group_id = ident(record.get("runGroupId") or record.get("groupId") or props.get("RunGroupId"),
-                     "runGroupId")
+    group_id = ident(
+        record.get("runGroupId") or record.get("groupId") or props.get("RunGroupId"), "runGroupId"
+    )
     pipeline = text(record.get("pipelineName"), "pipelineName")
-    common = {"source": ADF, "scope": factory, "run_id": run_id, "group_id": group_id,
-              "pipeline": pipeline, "occurred_at": occurred}
+    common = {
+        "source": ADF,
+        "scope": factory,
+        "run_id": run_id,
+        "group_id": group_id,
+        "pipeline": pipeline,
+        "occurred_at": occurred,
+    }
     if status == "Succeeded":
-        return Alert(alert_id=alert_id(ADF, "success", factory, run_id, raw_time),
-                     kind=Kind.PIPELINE_RUN.value, signal=Signal.SUCCESS.value,
-                     details={"shape": "adf_diagnostic_log", "category": category}, **common)
+        return Alert(
+            alert_id=alert_id(ADF, "success", factory, run_id, raw_time),
+            kind=Kind.PIPELINE_RUN.value,
+            signal=Signal.SUCCESS.value,
+            details={"shape": "adf_diagnostic_log", "category": category},
+            **common,
+        )
 
     error = _error(props.get("Error", props.get("error")))
     error_code = text(error.get("errorCode", error.get("ErrorCode")), "errorCode")
@@ -135,7 +150,9 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
         "subscription_id": subscription,
         "resource_group": group,
         "activity_name": text(record.get("activityName"), "activityName") if activity_level else "",
-        "activity_type": text(record.get("activityType") or props.get("ActivityType"), "activityType"),
+        "activity_type": text(
+            record.get("activityType") or props.get("ActivityType"), "activityType"
+        ),
         "error_target": text(error.get("target"), "Error.target"),
         "retry_attempt": "" if attempt is None else str(attempt),
         "retry_max": "" if retry_max is None else str(retry_max),
@@ -160,8 +177,12 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
 _TARGET = re.compile(r"Operation on target (.{1,200}?) failed")
 
 
-def adf_runs(metric: Alert, runs: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-             received_at_ms: int, skips: list[str]) -> list[Alert]:
+def adf_runs(
+    metric: Alert,
+    runs: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    received_at_ms: int,
+    skips: list[str],
+) -> list[Alert]:
     """queryPipelineRuns (Status=Failed, LatestOnly) results for a metric/ENRICH alert.
 
     One FAILURE per failed run that is the latest of its group; the message is the run's
@@ -195,7 +216,11 @@ def adf_runs(metric: Alert, runs: Sequence[Mapping[str, Any]] | Mapping[str, Any
         occurred, raw_time = first_time(received_at_ms, run.get("runEnd"), run.get("lastUpdated"))
         activity = metric.details.get("activity_name", "") if same_run else ""
         details = {
-            **{k: v for k, v in metric.details.items() if k in ("subscription_id", "resource_group")},
+            **{
+                k: v
+                for k, v in metric.details.items()
+                if k in ("subscription_id", "resource_group")
+            },
             "shape": "adf_pipeline_runs",
             "enriched_from": metric.alert_id,
             "code_source": "adf_error" if same_run and metric.error_code else "",
@@ -208,7 +233,8 @@ def adf_runs(metric: Alert, runs: Sequence[Mapping[str, Any]] | Mapping[str, Any
             scope=metric.scope,
             run_id=run_id,
             sub_id=metric.sub_id if same_run else "",
-            group_id=ident(run.get("runGroupId"), "runGroupId") or (metric.group_id if same_run else ""),
+            group_id=ident(run.get("runGroupId"), "runGroupId")
+            or (metric.group_id if same_run else ""),
             pipeline=pipeline or metric.pipeline,
             error_code=metric.error_code if same_run else "",
             failure_type=metric.failure_type,

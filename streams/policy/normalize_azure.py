@@ -176,7 +176,9 @@ def _legacy_log_alert(context, essentials, received_at_ms, skips) -> list[Alert]
     rows: list[dict[str, Any]] = []
     for table in sequence(results.get("tables"), "tables"):
         table = mapping(table, "tables[]")
-        names = [mapping(c, "columns[]").get("name") for c in sequence(table.get("columns"), "columns")]
+        names = [
+            mapping(c, "columns[]").get("name") for c in sequence(table.get("columns"), "columns")
+        ]
         for row in sequence(table.get("rows"), "rows"):
             rows.append(_facts(zip(names, sequence(row, "rows[]"), strict=False)))
     if not rows:
@@ -184,7 +186,9 @@ def _legacy_log_alert(context, essentials, received_at_ms, skips) -> list[Alert]
         return [alert] if alert else []
 
     def build(facts: dict[str, Any], _skips: list[str]) -> Alert | None:
-        return _run_alert(facts, essentials, "azure_log_alert_legacy", window, received_at_ms, _skips)
+        return _run_alert(
+            facts, essentials, "azure_log_alert_legacy", window, received_at_ms, _skips
+        )
 
     return unique(collect(rows, build, skips))
 
@@ -210,7 +214,9 @@ def _run_alert(
     error_code = text(facts.get("error_code"), "ErrorCode")
     failure_type = text(facts.get("failure_type"), "FailureType")
     note = message(facts.get("message"), "ErrorMessage")
-    occurred, raw_time = first_time(received_at_ms, facts.get("time"), essentials.get("firedDateTime"))
+    occurred, raw_time = first_time(
+        received_at_ms, facts.get("time"), essentials.get("firedDateTime")
+    )
     if not (run_id or pipeline or factory):
         raise NormalizeError("missing_run_id", shape)
     signal = Signal.FAILURE if run_id and note else Signal.ENRICH
@@ -228,8 +234,18 @@ def _run_alert(
         details.update(window)
     azure_id = details["azure_alert_id"] if signal is Signal.ENRICH else ""
     return Alert(
-        alert_id=alert_id(ADF, signal.value, factory, run_id, sub_id, pipeline, activity,
-                          error_code, raw_time, azure_id),
+        alert_id=alert_id(
+            ADF,
+            signal.value,
+            factory,
+            run_id,
+            sub_id,
+            pipeline,
+            activity,
+            error_code,
+            raw_time,
+            azure_id,
+        ),
         source=ADF,
         kind=(Kind.ACTIVITY_RUN if (sub_id or activity) else Kind.PIPELINE_RUN).value,
         signal=signal.value,
@@ -283,8 +299,17 @@ def _metric_alert(condition, all_of, essentials, received_at_ms, skips) -> list[
         occurred, raw_time = first_time(received_at_ms, essentials.get("firedDateTime"))
         alerts.append(
             Alert(
-                alert_id=alert_id(ADF, "metric", factory, pipeline, activity, failure_type, raw_time,
-                                  details["azure_alert_id"], details.get("window_start_ms", "")),
+                alert_id=alert_id(
+                    ADF,
+                    "metric",
+                    factory,
+                    pipeline,
+                    activity,
+                    failure_type,
+                    raw_time,
+                    details["azure_alert_id"],
+                    details.get("window_start_ms", ""),
+                ),
                 source=ADF,
                 kind=(Kind.ACTIVITY_RUN if activity_level else Kind.PIPELINE_RUN).value,
                 signal=Signal.ENRICH.value,

@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 from streams.policy.model import Alert
 
 MAX_ALERT_BYTES = 256 * 1024  # Azure's common-alert-schema cap; also used for Databricks payloads
-MAX_BATCH_BYTES = 1024 * 1024  # Event Hubs publication cap: diagnostic-log and cluster-event batches
+MAX_BATCH_BYTES = (
+    1024 * 1024
+)  # Event Hubs publication cap: diagnostic-log and cluster-event batches
 MAX_MESSAGE_CHARS = 4000  # enough for the ADF connector code and the Spark exception head
 MAX_TEXT_CHARS = 1000  # names, codes and other short facts
 MAX_ID_CHARS = 256

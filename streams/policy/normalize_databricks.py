@@ -38,8 +38,15 @@ from streams.policy.normalize_base import (
 DATABRICKS = Source.DATABRICKS.value
 NORMAL_TERMINATION_CODES = frozenset({"INACTIVITY", "JOB_FINISHED", "USER_REQUEST"})
 CLUSTER_FAILURE_EVENTS = frozenset(
-    {"DRIVER_NOT_RESPONDING", "DRIVER_UNAVAILABLE", "DBFS_DOWN", "METASTORE_DOWN", "NODES_LOST",
-     "SPARK_EXCEPTION", "TERMINATING"}
+    {
+        "DRIVER_NOT_RESPONDING",
+        "DRIVER_UNAVAILABLE",
+        "DBFS_DOWN",
+        "METASTORE_DOWN",
+        "NODES_LOST",
+        "SPARK_EXCEPTION",
+        "TERMINATING",
+    }
 )
 
 
@@ -70,8 +77,11 @@ def job_webhook(payload: Mapping[str, Any], received_at_ms: int, skips: list[str
         raise NormalizeError("missing_run_id", "parent_run_id")
     task_level = bool(parent)
     signal = Signal.ENRICH if event == "jobs.on_failure" else Signal.SUCCESS
-    details = {"shape": "databricks_job_webhook", "event_type": event,
-               "task_run_id": own_run if task_level else ""}
+    details = {
+        "shape": "databricks_job_webhook",
+        "event_type": event,
+        "task_run_id": own_run if task_level else "",
+    }
     return [
         Alert(
             alert_id=alert_id(DATABRICKS, event, scope, own_run, parent, task_key),
@@ -97,12 +107,25 @@ def event_payload(payload: Mapping[str, Any], received_at_ms: int, skips: list[s
     event = text(payload.get("event"), "event")
     if event == "cluster.terminated":
         cluster = mapping(payload.get("cluster"), "cluster")
-        return _termination(cluster, workspace(payload), payload.get("timestamp"),
-                            "databricks_cluster_terminated", received_at_ms, skips)
+        return _termination(
+            cluster,
+            workspace(payload),
+            payload.get("timestamp"),
+            "databricks_cluster_terminated",
+            received_at_ms,
+            skips,
+        )
     if event == "library.install_failed":
-        return [_library_alert(payload, mapping(payload.get("cluster"), "cluster"),
-                               payload.get("library"), payload.get("error_message"),
-                               "databricks_library_event", received_at_ms)]
+        return [
+            _library_alert(
+                payload,
+                mapping(payload.get("cluster"), "cluster"),
+                payload.get("library"),
+                payload.get("error_message"),
+                "databricks_library_event",
+                received_at_ms,
+            )
+        ]
     if event.startswith(("cluster.", "library.")):
         skips.append("event_ignored")
         return []
@@ -111,11 +134,19 @@ def event_payload(payload: Mapping[str, Any], received_at_ms: int, skips: list[s
 
 def cluster_state(payload: Mapping[str, Any], received_at_ms: int, skips: list[str]) -> list[Alert]:
     """A ``clusters/get`` body: only its termination reason matters."""
-    return _termination(payload, workspace(payload), None, "databricks_cluster", received_at_ms, skips)
+    return _termination(
+        payload, workspace(payload), None, "databricks_cluster", received_at_ms, skips
+    )
 
 
-def _termination(cluster: Mapping[str, Any], scope: str, when: Any, shape: str,
-                 received_at_ms: int, skips: list[str]) -> list[Alert]:
+def _termination(
+    cluster: Mapping[str, Any],
+    scope: str,
+    when: Any,
+    shape: str,
+    received_at_ms: int,
+    skips: list[str],
+) -> list[Alert]:
     cluster_id = required_ident(cluster.get("cluster_id"), "cluster_id", "missing_cluster_id")
     reason = mapping(cluster.get("termination_reason"), "termination_reason")
     code = text(reason.get("code"), "termination_reason.code")
@@ -140,7 +171,9 @@ def _termination(cluster: Mapping[str, Any], scope: str, when: Any, shape: str,
             details[f"param.{name[:60]}"] = text(value, "parameters")
     return [
         Alert(
-            alert_id=alert_id(DATABRICKS, "terminated", scope, cluster_id, code, kind_of_end, raw_time),
+            alert_id=alert_id(
+                DATABRICKS, "terminated", scope, cluster_id, code, kind_of_end, raw_time
+            ),
             source=DATABRICKS,
             kind=Kind.CLUSTER.value,
             scope=scope,
@@ -154,7 +187,9 @@ def _termination(cluster: Mapping[str, Any], scope: str, when: Any, shape: str,
     ]
 
 
-def cluster_events(payload: Mapping[str, Any], received_at_ms: int, skips: list[str]) -> list[Alert]:
+def cluster_events(
+    payload: Mapping[str, Any], received_at_ms: int, skips: list[str]
+) -> list[Alert]:
     """``clusters/events`` results (``{"events": [...]}``) or one relayed event."""
     scope = workspace(payload)
     events = sequence(payload.get("events"), "events") if "events" in payload else [payload]
@@ -169,8 +204,14 @@ def cluster_events(payload: Mapping[str, Any], received_at_ms: int, skips: list[
         details = mapping(event.get("details"), "details")
         if kind_of_event == "TERMINATING":
             cluster = {"cluster_id": cluster_id, "termination_reason": details.get("reason")}
-            found = _termination(cluster, scope, event.get("timestamp"),
-                                 "databricks_cluster_event", received_at_ms, _skips)
+            found = _termination(
+                cluster,
+                scope,
+                event.get("timestamp"),
+                "databricks_cluster_event",
+                received_at_ms,
+                _skips,
+            )
             return found[0] if found else None
         occurred, raw_time = first_time(received_at_ms, event.get("timestamp"))
         return Alert(
@@ -206,16 +247,25 @@ def _library(spec: Any) -> tuple[str, str]:
     return "", ""
 
 
-def _library_alert(payload: Mapping[str, Any], cluster: Mapping[str, Any], spec: Any, note: Any,
-                   shape: str, received_at_ms: int) -> Alert:
+def _library_alert(
+    payload: Mapping[str, Any],
+    cluster: Mapping[str, Any],
+    spec: Any,
+    note: Any,
+    shape: str,
+    received_at_ms: int,
+) -> Alert:
     scope = workspace(payload)
-    cluster_id = required_ident(cluster.get("cluster_id", payload.get("cluster_id")), "cluster_id",
-                                "missing_cluster_id")
+    cluster_id = required_ident(
+        cluster.get("cluster_id", payload.get("cluster_id")), "cluster_id", "missing_cluster_id"
+    )
     library_type, library = _library(spec)
     note = message(note, "error_message")
     occurred, raw_time = first_time(received_at_ms, payload.get("timestamp"))
     return Alert(
-        alert_id=alert_id(DATABRICKS, "library", scope, cluster_id, library_type, library, note, raw_time),
+        alert_id=alert_id(
+            DATABRICKS, "library", scope, cluster_id, library_type, library, note, raw_time
+        ),
         source=DATABRICKS,
         kind=Kind.LIBRARY.value,
         scope=scope,
@@ -223,12 +273,19 @@ def _library_alert(payload: Mapping[str, Any], cluster: Mapping[str, Any], spec:
         library=library,
         message=note,
         occurred_at=occurred,
-        details=compact({"shape": shape, "library_type": library_type,
-                          "cluster_name": text(cluster.get("cluster_name"), "cluster_name")}),
+        details=compact(
+            {
+                "shape": shape,
+                "library_type": library_type,
+                "cluster_name": text(cluster.get("cluster_name"), "cluster_name"),
+            }
+        ),
     )
 
 
-def library_statuses(payload: Mapping[str, Any], received_at_ms: int, skips: list[str]) -> list[Alert]:
+def library_statuses(
+    payload: Mapping[str, Any], received_at_ms: int, skips: list[str]
+) -> list[Alert]:
     """Libraries API ``cluster-status``: one alert per FAILED library."""
     entries = sequence(payload.get("library_statuses"), "library_statuses")
 
@@ -238,8 +295,14 @@ def library_statuses(payload: Mapping[str, Any], received_at_ms: int, skips: lis
             _skips.append("library_not_failed")
             return None
         notes = [m for m in sequence(entry.get("messages"), "messages") if isinstance(m, str)]
-        return _library_alert(payload, payload, entry.get("library"), "\n".join(notes)[:4000],
-                              "databricks_library_status", received_at_ms)
+        return _library_alert(
+            payload,
+            payload,
+            entry.get("library"),
+            "\n".join(notes)[:4000],
+            "databricks_library_status",
+            received_at_ms,
+        )
 
     if not entries:
         skips.append("empty_batch")

@@ -44,8 +44,9 @@ ACTIVE_STATES = frozenset(
 )
 TERMINAL_STATES = frozenset({"TERMINATED", "INTERNAL_ERROR", "SKIPPED"})
 NO_ACTION_RESULTS = frozenset({"CANCELED", "EXCLUDED", "DISABLED", "UPSTREAM_CANCELED"})
-NO_ACTION_CODES = frozenset({"USER_CANCELED", "CANCELED", "SKIPPED", "DISABLED",
-                             "CLUSTER_TERMINATED_BY_USER"})
+NO_ACTION_CODES = frozenset(
+    {"USER_CANCELED", "CANCELED", "SKIPPED", "DISABLED", "CLUSTER_TERMINATED_BY_USER"}
+)
 FAILED_RESULTS = frozenset({"FAILED", "TIMEDOUT"})
 
 
@@ -71,7 +72,9 @@ def _failed(task: Mapping[str, Any]) -> bool:
     ) == "INTERNAL_ERROR"
 
 
-def _code(state: Mapping[str, Any], status: Mapping[str, Any], fallback: tuple[str, str]) -> tuple[str, str, str]:
+def _code(
+    state: Mapping[str, Any], status: Mapping[str, Any], fallback: tuple[str, str]
+) -> tuple[str, str, str]:
     """(error code, its vocabulary, termination type) for a run or task."""
     ended = mapping(status.get("termination_details"), "termination_details")
     kind_of_end = text(ended.get("type"), "termination_details.type") or fallback[1]
@@ -94,8 +97,13 @@ def _output_message(outputs: Mapping[str, Any] | None, task_run_id: str) -> str:
     return message("\n".join(part for part in (error, trace) if part))
 
 
-def databricks_run(webhook: Alert, run: Any, received_at_ms: int, skips: list[str],
-                   outputs: Mapping[str, Any] | None = None) -> list[Alert]:
+def databricks_run(
+    webhook: Alert,
+    run: Any,
+    received_at_ms: int,
+    skips: list[str],
+    outputs: Mapping[str, Any] | None = None,
+) -> list[Alert]:
     if not isinstance(run, Mapping):
         raise NormalizeError("wrong_type:run")
     run_id = ident(run.get("run_id"), "run_id") or webhook.run_id
@@ -114,8 +122,9 @@ def databricks_run(webhook: Alert, run: Any, received_at_ms: int, skips: list[st
     else:
         terminal = None
     scope = webhook.scope
-    run_cluster = ident(mapping(run.get("cluster_instance"), "cluster_instance").get("cluster_id"),
-                        "cluster_id")
+    run_cluster = ident(
+        mapping(run.get("cluster_instance"), "cluster_instance").get("cluster_id"), "cluster_id"
+    )
     common = {
         "source": DATABRICKS,
         "scope": scope,
@@ -129,7 +138,9 @@ def databricks_run(webhook: Alert, run: Any, received_at_ms: int, skips: list[st
         "enriched_from": webhook.alert_id,
         "life_cycle_state": life or lifecycle_v2,
         "result_state": result,
-        "termination_code": text(mapping(status.get("termination_details"), "td").get("code"), "code"),
+        "termination_code": text(
+            mapping(status.get("termination_details"), "td").get("code"), "code"
+        ),
         "termination_type": run_type,
         "run_page_url": text(run.get("run_page_url"), "run_page_url"),
         "attempt_number": str(integer(run.get("attempt_number")) or 0),
@@ -167,18 +178,27 @@ def databricks_run(webhook: Alert, run: Any, received_at_ms: int, skips: list[st
     alerts = []
     for task in failed:
         task_state = mapping(task.get("state"), "state")
-        code, vocab, kind_of_end = _code(task_state, mapping(task.get("status"), "status"),
-                                         (run_code if run_vocab == "termination_details" else "", run_type))
+        code, vocab, kind_of_end = _code(
+            task_state,
+            mapping(task.get("status"), "status"),
+            (run_code if run_vocab == "termination_details" else "", run_type),
+        )
         task_run_id = ident(task.get("run_id"), "task.run_id")
         attempt = integer(task.get("attempt_number")) or 0
         max_retries = integer(task.get("max_retries"))
         retries_left = -1 if max_retries == -1 else max(0, (max_retries or 0) - attempt)
         waiting = terminal is None and retries_left != 0
-        note = (_output_message(outputs, task_run_id)
-                or message(task_state.get("state_message"), "state_message")
-                or message(state.get("state_message"), "state_message"))
-        task_cluster = ident(mapping(task.get("cluster_instance"), "ci").get("cluster_id"), "cluster_id")
-        occurred, raw_time = first_time(received_at_ms, task.get("end_time") or None, run.get("end_time") or None)
+        note = (
+            _output_message(outputs, task_run_id)
+            or message(task_state.get("state_message"), "state_message")
+            or message(state.get("state_message"), "state_message")
+        )
+        task_cluster = ident(
+            mapping(task.get("cluster_instance"), "ci").get("cluster_id"), "cluster_id"
+        )
+        occurred, raw_time = first_time(
+            received_at_ms, task.get("end_time") or None, run.get("end_time") or None
+        )
         signal = Signal.WAIT if waiting else Signal.FAILURE
         key = text(task.get("task_key"), "task_key")
         details = {
@@ -187,13 +207,23 @@ def databricks_run(webhook: Alert, run: Any, received_at_ms: int, skips: list[st
             "task_run_id": task_run_id,
             "task_attempt_number": str(attempt),
             "task_result_state": text(task_state.get("result_state"), "result_state"),
-            "cluster_kind": "all_purpose" if task.get("existing_cluster_id") else
-                            ("job" if task.get("job_cluster_key") or task.get("new_cluster") else ""),
+            "cluster_kind": "all_purpose"
+            if task.get("existing_cluster_id")
+            else ("job" if task.get("job_cluster_key") or task.get("new_cluster") else ""),
         }
         alerts.append(
             Alert(
-                alert_id=alert_id(DATABRICKS, signal.value, scope, run_id, key, task_run_id,
-                                  str(attempt), code, raw_time),
+                alert_id=alert_id(
+                    DATABRICKS,
+                    signal.value,
+                    scope,
+                    run_id,
+                    key,
+                    task_run_id,
+                    str(attempt),
+                    code,
+                    raw_time,
+                ),
                 kind=Kind.TASK_RUN.value,
                 signal=signal.value,
                 sub_id=key,

@@ -37,7 +37,12 @@ RUNS = (Kind.JOB_RUN.value, Kind.TASK_RUN.value)
 CLUSTER = (Kind.CLUSTER.value,)
 LIBRARY = (Kind.LIBRARY.value,)
 RETRY, RESTART, REPAIR = Action.RETRY_PIPELINE, Action.RESTART_CLUSTER, Action.REPAIR_JOB
-MANUAL, UPSTREAM, FALLBACK, SCALE = Action.MANUAL, Action.UPSTREAM_CHECK, Action.LIBRARY_FALLBACK, Action.SCALE_CLUSTER
+MANUAL, UPSTREAM, FALLBACK, SCALE = (
+    Action.MANUAL,
+    Action.UPSTREAM_CHECK,
+    Action.LIBRARY_FALLBACK,
+    Action.SCALE_CLUSTER,
+)
 LOW, MEDIUM, HIGH = Risk.LOW, Risk.MEDIUM, Risk.HIGH
 
 
@@ -48,57 +53,95 @@ def _status(codes: str) -> str:
 
 # Every alternative starts with a literal character: that keeps the regex engine's
 # first-character prefilter, which makes a search over a long message about 5x cheaper.
-AUTH = (r"AuthenticationError|AuthenticationFailed|AuthorizationFailed|Unauthori[sz]ed|Forbidden"
-        r"|token (?:has |is )?expired|invalid (?:client )?(?:secret|credential)|AADSTS\d|Login failed"
-        r"|permission denied|" + _status("401|403"))
-PERMISSION = (r"PERMISSION_DENIED|permission denied|permissions? (?:are|is) required|does not have (?:\w+ ){0,3}"
-              r"(?:permission|privilege|access)|not authori[sz]ed|Unauthori[sz]ed|Forbidden"
-              r"|insufficient privileges|Access ?Denied|Invalid access token|" + _status("401|403"))
-COLUMN = (r"UserErrorColumnNameInvalid|ErrorCode=\w*ColumnName|Invalid column name"
-          r"|column (?:name )?['\"]?[\w.]{1,128}['\"]? (?:does not exist|not found|is not found)")
-SCHEMA = (r"schema mismatch|SchemaMismatch|DELTA_FAILED_TO_MERGE_FIELDS|UNRESOLVED_COLUMN|incompatible schema"
-          r"|cannot resolve .{1,200} given input columns|ErrorCode=\w*Schema|column count mismatch")
-DATA_TYPE = (r"UserErrorInvalidDataType|ErrorCode=TypeConversionFailure|ErrorCode=DataTypeNotSupported"
-             r"|Conversion failed when converting|Error converting data type|cannot be converted to")
-INTEGRITY = (r"corrupt(?:ed|ion)?\b|checksum (?:mismatch|error|failed)|data integrity|duplicate key"
-             r"|Violation of (?:PRIMARY|UNIQUE) KEY constraint|FOREIGN KEY constraint|constraint violat"
-             r"|DELTA_VIOLATE_CONSTRAINT|DELTA_NOT_NULL_CONSTRAINT|MALFORMED_RECORD|Malformed records")
-TABLE_MISSING = (r"TABLE_OR_VIEW_NOT_FOUND|Table or view not found|NoSuchTableException|SCHEMA_NOT_FOUND"
-                 r"|Table ['`\"]?[\w.`]{1,200}['`\"]? (?:does not exist|not found|cannot be found)")
-SOURCE_MISSING = (r"UserErrorSourceBlobNotExists|BlobNotFound|The required Blob is missing"
-                  r"|The specified (?:blob|path) does not exist|PathNotFound|UserErrorFileNotFound")
-THROTTLED = (r"ThrottlingError|TooManyRequests|Too Many Requests|ServiceUnavailable|Service Unavailable"
-             r"|throttl|rate limit|" + _status("429|503"))
+AUTH = (
+    r"AuthenticationError|AuthenticationFailed|AuthorizationFailed|Unauthori[sz]ed|Forbidden"
+    r"|token (?:has |is )?expired|invalid (?:client )?(?:secret|credential)|AADSTS\d|Login failed"
+    r"|permission denied|" + _status("401|403")
+)
+PERMISSION = (
+    r"PERMISSION_DENIED|permission denied|permissions? (?:are|is) required|does not have (?:\w+ ){0,3}"
+    r"(?:permission|privilege|access)|not authori[sz]ed|Unauthori[sz]ed|Forbidden"
+    r"|insufficient privileges|Access ?Denied|Invalid access token|" + _status("401|403")
+)
+COLUMN = (
+    r"UserErrorColumnNameInvalid|ErrorCode=\w*ColumnName|Invalid column name"
+    r"|column (?:name )?['\"]?[\w.]{1,128}['\"]? (?:does not exist|not found|is not found)"
+)
+SCHEMA = (
+    r"schema mismatch|SchemaMismatch|DELTA_FAILED_TO_MERGE_FIELDS|UNRESOLVED_COLUMN|incompatible schema"
+    r"|cannot resolve .{1,200} given input columns|ErrorCode=\w*Schema|column count mismatch"
+)
+DATA_TYPE = (
+    r"UserErrorInvalidDataType|ErrorCode=TypeConversionFailure|ErrorCode=DataTypeNotSupported"
+    r"|Conversion failed when converting|Error converting data type|cannot be converted to"
+)
+INTEGRITY = (
+    r"corrupt(?:ed|ion)?\b|checksum (?:mismatch|error|failed)|data integrity|duplicate key"
+    r"|Violation of (?:PRIMARY|UNIQUE) KEY constraint|FOREIGN KEY constraint|constraint violat"
+    r"|DELTA_VIOLATE_CONSTRAINT|DELTA_NOT_NULL_CONSTRAINT|MALFORMED_RECORD|Malformed records"
+)
+TABLE_MISSING = (
+    r"TABLE_OR_VIEW_NOT_FOUND|Table or view not found|NoSuchTableException|SCHEMA_NOT_FOUND"
+    r"|Table ['`\"]?[\w.`]{1,200}['`\"]? (?:does not exist|not found|cannot be found)"
+)
+SOURCE_MISSING = (
+    r"UserErrorSourceBlobNotExists|BlobNotFound|The required Blob is missing"
+    r"|The specified (?:blob|path) does not exist|PathNotFound|UserErrorFileNotFound"
+)
+THROTTLED = (
+    r"ThrottlingError|TooManyRequests|Too Many Requests|ServiceUnavailable|Service Unavailable"
+    r"|throttl|rate limit|" + _status("429|503")
+)
 GATEWAY = r"GatewayTimeout|Gateway Time-?out|BadGateway|Bad Gateway|" + _status("502|504")
 SERVER_ERROR = r"InternalServerError|Internal Server Error|" + _status("500")
-CONNECTION = (r"HttpConnectionFailed|connection (?:was )?(?:reset|refused|closed|aborted|forcibly closed)"
-              r"|could not (?:establish|open|connect)|unable to (?:establish|open|connect)"
-              r"|failed to (?:establish|open|connect)|No such host|name or service not known|name resolution"
-              r"|An error occurred while sending the request|No response from the endpoint|SocketException"
-              r"|connect(?:ion)? timed out")
+CONNECTION = (
+    r"HttpConnectionFailed|connection (?:was )?(?:reset|refused|closed|aborted|forcibly closed)"
+    r"|could not (?:establish|open|connect)|unable to (?:establish|open|connect)"
+    r"|failed to (?:establish|open|connect)|No such host|name or service not known|name resolution"
+    r"|An error occurred while sending the request|No response from the endpoint|SocketException"
+    r"|connect(?:ion)? timed out"
+)
 TIMEOUT = r"timed? ?out\b|timeout"  # also TimeoutException, "timeout expired", TIMEDOUT
-LIBRARY_FAILED = (r"LIBRARY_INSTALLATION_ERROR|Library installation failed|Library resolution failed"
-                  r"|Could not find a version that satisfies|No matching distribution found|ResolutionImpossible")
+LIBRARY_FAILED = (
+    r"LIBRARY_INSTALLATION_ERROR|Library installation failed|Library resolution failed"
+    r"|Could not find a version that satisfies|No matching distribution found|ResolutionImpossible"
+)
 OOM = r"OutOfMemory|out of memory|GC overhead limit exceeded|exceeding memory limits|DRIVER_OUT_OF_MEMORY"
-DRIVER_DOWN = (r"driver (?:is )?(?:not responding|unresponsive|unreachable|unavailable)"
-               r"|spark driver has stopped unexpectedly|lost connection to (?:the )?driver")
-SPARK_TRANSIENT = (r"FetchFailed|ExecutorLostFailure|Remote RPC client disassociated|RpcTimeoutException"
-                   r"|Broken pipe|Connection reset")
+DRIVER_DOWN = (
+    r"driver (?:is )?(?:not responding|unresponsive|unreachable|unavailable)"
+    r"|spark driver has stopped unexpectedly|lost connection to (?:the )?driver"
+)
+SPARK_TRANSIENT = (
+    r"FetchFailed|ExecutorLostFailure|Remote RPC client disassociated|RpcTimeoutException"
+    r"|Broken pipe|Connection reset"
+)
 SPARK = r"SparkException|Py4JJavaError|AnalysisException|org\.apache\.spark"
-PERMISSION_CODES = (r"UNAUTHORIZED_ERROR|STORAGE_ACCESS_ERROR|SECRET_RESOLUTION_ERROR|ACCESS_TOKEN_FAILURE"
-                    r"|\w*PERMISSION_DENIED")
-CONFIG_CODES = (r"INVALID_CLUSTER_REQUEST|INVALID_RUN_CONFIGURATION|RESOURCE_NOT_FOUND|FEATURE_DISABLED"
-                r"|REPOSITORY_CHECKOUT_FAILED|BUDGET_POLICY_\w+|\w*INIT_SCRIPT_FAILURE|INVALID_ARGUMENT"
-                r"|INVALID_SPARK_IMAGE|\w*_CONFIGURATION_FAILURE")
-QUOTA_CODES = (r"\w*QUOTA_EXCEEDED\w*|\w*_THROTTLING|\w*_THROTTLED|RATE_LIMITED"
-               r"|INSTANCE_POOL_MAX_CAPACITY_REACHED")
-JOB_LIMIT_CODES = (r"CLUSTER_REQUEST_LIMIT_EXCEEDED|WORKSPACE_RUN_LIMIT_EXCEEDED|MAX_CONCURRENT_RUNS_EXCEEDED"
-                   r"|MAX_SPARK_CONTEXTS_EXCEEDED|MAX_JOB_QUEUE_SIZE_EXCEEDED|MAXIMUM_CONCURRENT_RUNS_REACHED")
-START_CODES = (r"\w*LAUNCH_FAILURE|CLOUD_PROVIDER_RESOURCE_STOCKOUT|SPARK_STARTUP_FAILURE|DRIVER_LAUNCH_TIMEOUT"
-               r"|BOOTSTRAP_TIMEOUT|INSTANCE_UNREACHABLE|INSTANCE_POOL_CLUSTER_FAILURE|AZURE_VM_EXTENSION_FAILURE"
-               r"|SUBNET_EXHAUSTED_FAILURE|IP_EXHAUSTION_FAILURE")
-LOST_CODES = (r"COMMUNICATION_LOST|SPOT_INSTANCE_TERMINATION|CLOUD_PROVIDER_SHUTDOWN|INTERNAL_ERROR"
-              r"|TEMPORARILY_UNAVAILABLE|DBFS_COMPONENT_UNHEALTHY|METASTORE_COMPONENT_UNHEALTHY")
+PERMISSION_CODES = (
+    r"UNAUTHORIZED_ERROR|STORAGE_ACCESS_ERROR|SECRET_RESOLUTION_ERROR|ACCESS_TOKEN_FAILURE"
+    r"|\w*PERMISSION_DENIED"
+)
+CONFIG_CODES = (
+    r"INVALID_CLUSTER_REQUEST|INVALID_RUN_CONFIGURATION|RESOURCE_NOT_FOUND|FEATURE_DISABLED"
+    r"|REPOSITORY_CHECKOUT_FAILED|BUDGET_POLICY_\w+|\w*INIT_SCRIPT_FAILURE|INVALID_ARGUMENT"
+    r"|INVALID_SPARK_IMAGE|\w*_CONFIGURATION_FAILURE"
+)
+QUOTA_CODES = (
+    r"\w*QUOTA_EXCEEDED\w*|\w*_THROTTLING|\w*_THROTTLED|RATE_LIMITED"
+    r"|INSTANCE_POOL_MAX_CAPACITY_REACHED"
+)
+JOB_LIMIT_CODES = (
+    r"CLUSTER_REQUEST_LIMIT_EXCEEDED|WORKSPACE_RUN_LIMIT_EXCEEDED|MAX_CONCURRENT_RUNS_EXCEEDED"
+    r"|MAX_SPARK_CONTEXTS_EXCEEDED|MAX_JOB_QUEUE_SIZE_EXCEEDED|MAXIMUM_CONCURRENT_RUNS_REACHED"
+)
+START_CODES = (
+    r"\w*LAUNCH_FAILURE|CLOUD_PROVIDER_RESOURCE_STOCKOUT|SPARK_STARTUP_FAILURE|DRIVER_LAUNCH_TIMEOUT"
+    r"|BOOTSTRAP_TIMEOUT|INSTANCE_UNREACHABLE|INSTANCE_POOL_CLUSTER_FAILURE|AZURE_VM_EXTENSION_FAILURE"
+    r"|SUBNET_EXHAUSTED_FAILURE|IP_EXHAUSTION_FAILURE"
+)
+LOST_CODES = (
+    r"COMMUNICATION_LOST|SPOT_INSTANCE_TERMINATION|CLOUD_PROVIDER_SHUTDOWN|INTERNAL_ERROR"
+    r"|TEMPORARILY_UNAVAILABLE|DBFS_COMPONENT_UNHEALTHY|METASTORE_COMPONENT_UNHEALTHY"
+)
 
 
 def _case_folded(pattern: str) -> str:
@@ -135,9 +178,13 @@ class Rule:
     max_retries: int | None = None
     note: str = ""
     _code: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
-    _failure_type: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _failure_type: re.Pattern[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
     _text: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
-    _facts: tuple[tuple[str, re.Pattern[str]], ...] = field(default=(), init=False, repr=False, compare=False)
+    _facts: tuple[tuple[str, re.Pattern[str]], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # frozen: normalise enums to values, compile once
@@ -162,7 +209,10 @@ class Rule:
             return False
         if self._code is not None and self._code.fullmatch(alert.error_code) is None:
             return False
-        if self._failure_type is not None and self._failure_type.fullmatch(alert.failure_type) is None:
+        if (
+            self._failure_type is not None
+            and self._failure_type.fullmatch(alert.failure_type) is None
+        ):
             return False
         for key, pattern in self._facts:
             if pattern.fullmatch(alert.details.get(key, "")) is None:
@@ -171,8 +221,14 @@ class Rule:
 
     def describe(self, limit: int = 0) -> str:
         """The constraints as ``key=value`` pairs; with ``limit``, long regexes are cut short."""
-        parts = [("source", self.source), ("kind", "|".join(self.kinds)), ("code_source", self.code_source),
-                 ("code", self.code), ("failure_type", self.failure_type), ("text", self.text)]
+        parts = [
+            ("source", self.source),
+            ("kind", "|".join(self.kinds)),
+            ("code_source", self.code_source),
+            ("code", self.code),
+            ("failure_type", self.failure_type),
+            ("text", self.text),
+        ]
         parts += [(f"details.{k}", v) for k, v in self.facts]
         cut = (lambda v: v if len(v) <= limit else v[: limit - 1] + "…") if limit else str
         return " ".join(f"{k}={cut(v)}" for k, v in parts if v) or "always"
@@ -236,24 +292,26 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 # fmt: on
 UNKNOWN_RULE = DEFAULT_RULES[-1]
 
-DEFAULT_SCHEDULES: Mapping[str, tuple[int, ...]] = MappingProxyType({
-    # from the remediation matrix
-    "GatewayTimeout": (10, 30, 60),
-    "HttpConnectionFailed": (5, 15, 30),
-    "ThrottlingError": (30, 60, 120, 300, 600),
-    "InternalServerError": (30, 60),
-    "DatabricksClusterStartFailure": (60, 120),
-    "DatabricksTimeoutError": (30, 60),
-    "DatabricksDriverNotResponding": (60,),
-    # chosen here; every delay reuses one of the tiers above (one Kafka topic per tier)
-    "UserErrorSourceBlobNotExists": (120, 300, 600),
-    "ClusterUnexpectedTermination": (60, 120),
-    "DatabricksLibraryInstallationError": (60,),
-    "LibraryInstallFailed": (60,),
-    "DatabricksResourceExhausted": (60,),
-    "DatabricksJobExecutionError": (60, 300),
-    "DatabricksSparkException": (60, 300),
-})
+DEFAULT_SCHEDULES: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {
+        # from the remediation matrix
+        "GatewayTimeout": (10, 30, 60),
+        "HttpConnectionFailed": (5, 15, 30),
+        "ThrottlingError": (30, 60, 120, 300, 600),
+        "InternalServerError": (30, 60),
+        "DatabricksClusterStartFailure": (60, 120),
+        "DatabricksTimeoutError": (30, 60),
+        "DatabricksDriverNotResponding": (60,),
+        # chosen here; every delay reuses one of the tiers above (one Kafka topic per tier)
+        "UserErrorSourceBlobNotExists": (120, 300, 600),
+        "ClusterUnexpectedTermination": (60, 120),
+        "DatabricksLibraryInstallationError": (60,),
+        "LibraryInstallFailed": (60,),
+        "DatabricksResourceExhausted": (60,),
+        "DatabricksJobExecutionError": (60, 300),
+        "DatabricksSparkException": (60, 300),
+    }
+)
 
 
 def _classification(rule: Rule, schedules: Mapping[str, Sequence[int]]) -> Classification:
@@ -262,7 +320,9 @@ def _classification(rule: Rule, schedules: Mapping[str, Sequence[int]]) -> Class
         return Classification(rule.error_type, rule.risk.value, rule.action.value, 0, (), reason)
     backoff = tuple(schedules.get(rule.schedule or rule.error_type, ()))
     retries = len(backoff) if rule.max_retries is None else rule.max_retries
-    return Classification(rule.error_type, rule.risk.value, rule.action.value, retries, backoff, reason)
+    return Classification(
+        rule.error_type, rule.risk.value, rule.action.value, retries, backoff, reason
+    )
 
 
 def classify(
@@ -271,11 +331,55 @@ def classify(
     schedules: Mapping[str, Sequence[int]] = DEFAULT_SCHEDULES,
 ) -> Classification:
     """The first rule that matches; Unknown (manual, never a retry) when none does."""
-    haystack = (f"{alert.error_code}\n{alert.message}" if alert.error_code else alert.message).lower()
+    haystack = (
+        f"{alert.error_code}\n{alert.message}" if alert.error_code else alert.message
+    ).lower()
     for rule in table:
         if rule.matches(alert, haystack):
             return _classification(rule, schedules)
     return _classification(UNKNOWN_RULE, schedules)
+
+
+class Classifier:
+    """:func:`classify` with a given table and schedules, remembering recent answers.
+
+    Classification is a pure function of a few alert facts, and production repeats them:
+    the same pipeline fails with the same message run after run. The memo is keyed by
+    exactly the facts the rules read, so a hit is the answer the table would give; it holds
+    at most ``memo_size`` answers and starts over when full (no eviction bookkeeping).
+    """
+
+    def __init__(
+        self,
+        table: Sequence[Rule] = DEFAULT_RULES,
+        schedules: Mapping[str, Sequence[int]] = DEFAULT_SCHEDULES,
+        memo_size: int = 4096,
+    ) -> None:
+        self.table = tuple(table)
+        self.schedules = schedules
+        self.memo_size = memo_size
+        self._memo: dict[tuple[Any, ...], Classification] = {}
+        # the detail keys any rule reads: they are part of the memo key
+        self._detail_keys = tuple(
+            sorted({"code_source"} | {key for rule in self.table for key, _ in rule.facts})
+        )
+
+    def __call__(self, alert: Alert) -> Classification:
+        details = alert.details
+        key = (
+            alert.source,
+            alert.kind,
+            alert.error_code,
+            alert.failure_type,
+            alert.message,
+            *(details.get(k, "") for k in self._detail_keys),
+        )
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= self.memo_size:
+                self._memo.clear()
+            found = self._memo[key] = classify(alert, self.table, self.schedules)
+        return found
 
 
 def rules_table_rows(
@@ -286,17 +390,19 @@ def rules_table_rows(
     rows = []
     for rule in rules:
         result = _classification(rule, schedules)
-        rows.append({
-            "rule": rule.name,
-            "when": rule.describe(limit=40),
-            "error_type": result.error_type,
-            "action": result.action,
-            "risk": result.risk,
-            "schedule": (rule.schedule or rule.error_type) if result.backoff_s else "",
-            "backoff_s": "/".join(str(s) for s in result.backoff_s),
-            "max_retries": result.max_retries,
-            "note": rule.note,
-        })
+        rows.append(
+            {
+                "rule": rule.name,
+                "when": rule.describe(limit=40),
+                "error_type": result.error_type,
+                "action": result.action,
+                "risk": result.risk,
+                "schedule": (rule.schedule or rule.error_type) if result.backoff_s else "",
+                "backoff_s": "/".join(str(s) for s in result.backoff_s),
+                "max_retries": result.max_retries,
+                "note": rule.note,
+            }
+        )
     return rows
 
 
@@ -307,8 +413,20 @@ class RulesError(ValueError):
     """The override file is invalid; the message lists every problem found."""
 
 
-_RULE_KEYS = frozenset({"name", "error_type", "action", "risk", "schedule", "max_retries", "note",
-                        "match", "position", "disabled"})
+_RULE_KEYS = frozenset(
+    {
+        "name",
+        "error_type",
+        "action",
+        "risk",
+        "schedule",
+        "max_retries",
+        "note",
+        "match",
+        "position",
+        "disabled",
+    }
+)
 _MATCH_KEYS = frozenset({"source", "kinds", "code_source", "code", "failure_type", "text", "facts"})
 _MAX_DELAY_S = 24 * 3600
 
@@ -337,9 +455,13 @@ def load_rules(
     return parse_rules(doc, rules=rules, schedules=schedules, origin=str(path))
 
 
-def parse_rules(doc: Any, *, rules: Sequence[Rule] = DEFAULT_RULES,
-                schedules: Mapping[str, Sequence[int]] = DEFAULT_SCHEDULES,
-                origin: str = "rules") -> tuple[tuple[Rule, ...], Mapping[str, tuple[int, ...]]]:
+def parse_rules(
+    doc: Any,
+    *,
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    schedules: Mapping[str, Sequence[int]] = DEFAULT_SCHEDULES,
+    origin: str = "rules",
+) -> tuple[tuple[Rule, ...], Mapping[str, tuple[int, ...]]]:
     """:func:`load_rules` on an already parsed document."""
     doc = {} if doc is None else doc
     if not isinstance(doc, Mapping) or set(doc) - {"rules", "schedules"}:
@@ -351,9 +473,17 @@ def parse_rules(doc: Any, *, rules: Sequence[Rule] = DEFAULT_RULES,
         errors.append(f"{origin}: schedules: expected a mapping of name -> [seconds, ...]")
         new_schedules = {}
     for name, delays in new_schedules.items():
-        if (not isinstance(delays, list) or not delays
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= _MAX_DELAY_S for d in delays)):
-            errors.append(f"{origin}: schedules.{name}: expected a non-empty list of seconds (1..{_MAX_DELAY_S})")
+        if (
+            not isinstance(delays, list)
+            or not delays
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d <= _MAX_DELAY_S
+                for d in delays
+            )
+        ):
+            errors.append(
+                f"{origin}: schedules.{name}: expected a non-empty list of seconds (1..{_MAX_DELAY_S})"
+            )
         else:
             merged[str(name)] = tuple(delays)
     table = list(rules)
@@ -371,7 +501,9 @@ def parse_rules(doc: Any, *, rules: Sequence[Rule] = DEFAULT_RULES,
     for rule in table:
         needs = rule.schedule or rule.error_type
         if rule.action is not Action.MANUAL and not merged.get(needs):
-            errors.append(f"{origin}: rule {rule.name}: action {rule.action.value} needs schedule {needs!r}")
+            errors.append(
+                f"{origin}: rule {rule.name}: action {rule.action.value} needs schedule {needs!r}"
+            )
         if rule.error_type == "Unknown" and rule.action is not Action.MANUAL:
             errors.append(f"{origin}: rule {rule.name}: Unknown must stay manual")
     if errors:
@@ -399,15 +531,23 @@ def _apply(entry: Any, table: list[Rule], first: int) -> int:
             raise ValueError(f"disabled: no rule named {name!r}")
         del table[existing]
         return min(first, len(table))
-    changes = {k: entry[k] for k in ("error_type", "action", "risk", "schedule", "max_retries", "note") if k in entry}
+    changes = {
+        k: entry[k]
+        for k in ("error_type", "action", "risk", "schedule", "max_retries", "note")
+        if k in entry
+    }
     changes.update(_match_fields(match))
-    if "max_retries" in changes and (not isinstance(changes["max_retries"], int) or not 0 <= changes["max_retries"] <= 20):
+    if "max_retries" in changes and (
+        not isinstance(changes["max_retries"], int) or not 0 <= changes["max_retries"] <= 20
+    ):
         raise ValueError("max_retries: expected an integer 0..20")
     for key in ("action", "risk"):
         if key in changes:
             enum = Action if key == "action" else Risk
             if changes[key] not in {e.value for e in enum}:
-                raise ValueError(f"{key}: {changes[key]!r} is not one of {', '.join(e.value for e in enum)}")
+                raise ValueError(
+                    f"{key}: {changes[key]!r} is not one of {', '.join(e.value for e in enum)}"
+                )
     if existing is not None:
         table[existing] = dataclasses.replace(table[existing], **changes)
         return first
@@ -415,7 +555,9 @@ def _apply(entry: Any, table: list[Rule], first: int) -> int:
     if missing:
         raise ValueError(f"new rule {name!r} needs {', '.join(missing)}")
     if not any(_match_fields(match).values()):
-        raise ValueError(f"new rule {name!r} needs a non-empty match (a row without one matches everything)")
+        raise ValueError(
+            f"new rule {name!r} needs a non-empty match (a row without one matches everything)"
+        )
     rule = Rule(name=name, **changes)
     position = entry.get("position", "first")
     if position == "first":
@@ -434,10 +576,14 @@ def _match_fields(match: Mapping[str, Any]) -> dict[str, Any]:
         if key == "kinds":
             kinds = [value] if isinstance(value, str) else value
             if not isinstance(kinds, list) or not all(k in {e.value for e in Kind} for k in kinds):
-                raise ValueError(f"match.kinds: expected kinds among {', '.join(e.value for e in Kind)}")
+                raise ValueError(
+                    f"match.kinds: expected kinds among {', '.join(e.value for e in Kind)}"
+                )
             fields["kinds"] = tuple(kinds)
         elif key == "facts":
-            if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            if not isinstance(value, Mapping) or not all(
+                isinstance(v, str) for v in value.values()
+            ):
                 raise ValueError("match.facts: expected a mapping of details key -> regex")
             fields["facts"] = tuple((str(k), v) for k, v in value.items())
         elif key == "source" and value not in ("", *(e.value for e in Source)):

@@ -1,0 +1,313 @@
+"""Databricks adapter micro-benchmark: CPU per call and calls/s against the simulator.
+
+    python bench/databricks_calls.py [--actions 1000] [--concurrency 64] [--latency-ms 50]
+                                     [--rounds 2] [--only sdk|adapter] [--keep]
+
+The platform simulator runs in its own process (``latency_ms`` on every call), so this
+process's CPU is the client's alone. Each *action* is the pair of calls the executors make:
+``clusters/get`` + ``clusters/start`` on a TERMINATED cluster, or ``jobs/runs/get`` +
+``jobs/runs/repair`` on a failed run (half each, interleaved), every action on its own
+target, ``--concurrency`` actions in flight from one event loop.
+
+Two variants, measured in turn in this process against the same simulator (``--rounds``
+times each, alternating, so drift hits both):
+
+* ``sdk`` - the baseline: plain typed ``WorkspaceClient`` calls (``w.clusters.get(...)`` ...,
+  answers turned into SDK dataclasses) on a 64-thread pool, the client built as the adapter
+  built it before it was tuned for CPU (pool sized for the threads, proxies read once,
+  a clock that refuses to sleep);
+* ``adapter`` - ``streams.adapters.databricks.DatabricksClient`` as the worker uses it.
+
+CPU is ``time.process_time()`` over the measured window (every thread of this process),
+divided by the calls made. Prints per variant ``calls_per_s`` and ``cpu_ms_per_call`` (best
+round) and ``cpu_ratio_sdk_vs_adapter``. Goal: the adapter uses at most half the baseline's
+CPU per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests.adapters
+import requests.utils
+import yaml
+from common import SimulatorProcess, progress, removed_unless, run_dir
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.clock import Clock
+from databricks.sdk.config import Config
+from pydantic import SecretStr
+
+from streams.adapters.databricks import DatabricksClient, DatabricksConfig, WorkspaceRef
+from streams.adapters.errors import PlatformError
+
+WS = "1000000000000001"
+TOKEN = "dapi-bench-token"
+JOB_ID = 7001
+THREADS = 64
+
+
+def build_world(clusters: int, runs: int, latency_ms: float) -> dict[str, Any]:
+    return {
+        "latency_ms": latency_ms,
+        "call_log_limit": 1000,  # the log is not read here
+        "workspaces": [
+            {
+                "workspace_id": WS,
+                "token": TOKEN,
+                "clusters": [
+                    {
+                        "cluster_id": f"0101-000000-bench{i:06d}",
+                        "state": "TERMINATED",
+                        "num_workers": 2,
+                        "termination_code": "DRIVER_UNREACHABLE",
+                        "termination_type": "CLOUD_FAILURE",
+                    }
+                    for i in range(clusters)
+                ],
+                "jobs": [{"job_id": JOB_ID, "name": "Nightly", "tasks": [{"task_key": "ingest"}]}],
+                "runs": [
+                    {
+                        "run_id": 500000 + i,
+                        "job_id": JOB_ID,
+                        "tasks": [
+                            {
+                                "task_key": "ingest",
+                                "result_state": "FAILED",
+                                "state_message": "java.lang.OutOfMemoryError",
+                                "cluster_id": "0101-000000-bench000000",
+                            },
+                            {"task_key": "report", "result_state": "SUCCESS"},
+                        ],
+                    }
+                    for i in range(runs)
+                ],
+            }
+        ],
+    }
+
+
+# ---- the two ways to make the calls ----------------------------------------------------------
+
+Action = Callable[[], Awaitable[None]]
+
+
+class _RefuseToWait(Clock):
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        raise RuntimeError(f"SDK wanted to retry after {seconds:.1f} s")
+
+
+class SdkCalls:
+    """The baseline: typed WorkspaceClient calls on a thread pool."""
+
+    def __init__(self, host: str) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="sdk")
+        config = Config(
+            host=host,
+            token=TOKEN,
+            auth_type="pat",
+            http_timeout_seconds=30,
+            retry_timeout_seconds=1,
+            max_connection_pools=THREADS,
+            max_connections_per_pool=THREADS,
+            clock=_RefuseToWait(),
+        )
+        self.w = WorkspaceClient(config=config)
+        session = self.w.api_client._api_client._session
+        session.mount(
+            "http://", requests.adapters.HTTPAdapter(pool_connections=THREADS, pool_maxsize=THREADS)
+        )
+        session.proxies.update(requests.utils.get_environ_proxies(host))
+        session.trust_env = False
+
+    async def _run(self, operation: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, operation)
+
+    def restart(self, cluster_id: str) -> Action:
+        async def action() -> None:
+            details = await self._run(lambda: self.w.clusters.get(cluster_id))
+            assert details.state is not None
+            await self._run(lambda: self.w.clusters.start(cluster_id))
+
+        return action
+
+    def repair(self, run_id: int) -> Action:
+        async def action() -> None:
+            run = await self._run(lambda: self.w.jobs.get_run(run_id, include_history=True))
+            latest = [h.id for h in run.repair_history or () if h.type.value == "REPAIR"]
+            await self._run(
+                lambda: self.w.jobs.repair_run(
+                    run_id,
+                    rerun_all_failed_tasks=True,
+                    latest_repair_id=latest[-1] if latest else None,
+                )
+            )
+
+        return action
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+class AdapterCalls:
+    """``DatabricksClient``, as the executors call it."""
+
+    def __init__(self, host: str) -> None:
+        ref = WorkspaceRef(host, SecretStr(TOKEN))
+        self.dbx = DatabricksClient(DatabricksConfig({WS: ref}, threads=THREADS))
+
+    def restart(self, cluster_id: str) -> Action:
+        async def action() -> None:
+            cluster = await self.dbx.get_cluster(WS, cluster_id)
+            assert cluster.state
+            await self.dbx.start_cluster(WS, cluster_id)
+
+        return action
+
+    def repair(self, run_id: int) -> Action:
+        async def action() -> None:
+            run = await self.dbx.get_run(WS, run_id)
+            await self.dbx.repair_run(WS, run_id, run.latest_repair_id)
+
+        return action
+
+    def close(self) -> None:
+        self.dbx.close()
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    variant: str
+    calls: int
+    wall_s: float
+    cpu_s: float
+    errors: Counter[str]
+
+    @property
+    def per_s(self) -> float:
+        return self.calls / self.wall_s
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_s / self.calls
+
+
+class Targets:
+    def __init__(self, clusters: int, runs: int) -> None:
+        self.clusters = iter(f"0101-000000-bench{i:06d}" for i in range(clusters))
+        self.runs = iter(500000 + i for i in range(runs))
+
+    def actions(self, calls: Any, n: int) -> list[Action]:
+        """``n`` actions, restarts and repairs interleaved."""
+        return [
+            calls.restart(next(self.clusters)) if i % 2 else calls.repair(next(self.runs))
+            for i in range(n)
+        ]
+
+
+async def measure(variant: str, actions: list[Action], concurrency: int) -> Round:
+    errors: Counter[str] = Counter()
+    queue = iter(actions)
+
+    async def lane() -> None:
+        for action in queue:
+            try:
+                await action()
+            except (PlatformError, Exception) as exc:  # counted, not fatal: a rate is still a rate
+                errors[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return Round(variant, 2 * len(actions), wall, cpu, errors)
+
+
+async def bench(args: argparse.Namespace, host: str, targets: Targets) -> list[Round]:
+    variants = {"sdk": SdkCalls, "adapter": AdapterCalls}
+    names = [args.only] if args.only else list(variants)
+    clients = {name: variants[name](host) for name in names}
+    try:
+        for name, calls in clients.items():  # client, pool and connections built outside
+            progress(f"warming up {name} ...")
+            await measure(name, targets.actions(calls, 2 * args.concurrency), args.concurrency)
+        rounds = []
+        for r in range(args.rounds):
+            for name, calls in clients.items():
+                result = await measure(name, targets.actions(calls, args.actions), args.concurrency)
+                rounds.append(result)
+                progress(
+                    f"round {r + 1} {name}: {result.per_s:,.0f} calls/s, "
+                    f"{result.cpu_ms:.3f} ms CPU/call, errors {sum(result.errors.values())}"
+                )
+        return rounds
+    finally:
+        for calls in clients.values():
+            calls.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--actions", type=int, default=1000, help="actions per round (2 calls)")
+    parser.add_argument("--concurrency", type=int, default=64, help="actions in flight")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per variant")
+    parser.add_argument("--only", choices=["sdk", "adapter"], help="one variant (for profiling)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (simulator log)")
+    args = parser.parse_args()
+
+    variants = 1 if args.only else 2
+    per_kind = (args.rounds * args.actions + 2 * args.concurrency) * variants // 2 + 1
+    directory = run_dir("databricks-calls")
+    with removed_unless(directory, args.keep):
+        world_file = directory / "world.yaml"
+        world = build_world(per_kind, per_kind, args.latency_ms)
+        world_file.write_text(yaml.safe_dump(world, sort_keys=False))
+        sim = SimulatorProcess(world_file, directory / "simulator.log").start()
+        try:
+            host = f"{sim.url}/databricks/{WS}"
+            progress(f"simulator {sim.url} (latency {args.latency_ms:g} ms), pid {os.getpid()}")
+            rounds = asyncio.run(bench(args, host, Targets(per_kind, per_kind)))
+        finally:
+            sim.stop()
+
+    print(
+        f"== databricks calls: simulator latency {args.latency_ms:g} ms, "
+        f"{args.concurrency} actions in flight, {THREADS} threads, "
+        f"{2 * args.actions} calls per round =="
+    )
+    best: dict[str, Round] = {}
+    for r in rounds:
+        if r.variant not in best or r.cpu_ms < best[r.variant].cpu_ms:
+            best[r.variant] = r
+    for name, r in best.items():
+        print(f"{name}: calls_per_s: {r.per_s:.0f}  cpu_ms_per_call: {r.cpu_ms:.3f}")
+        errors = Counter()
+        for each in rounds:
+            if each.variant == name:
+                errors.update(each.errors)
+        if errors:
+            print(f"  errors: {dict(errors)}")
+    if len(best) == 2:
+        ratio = best["sdk"].cpu_ms / best["adapter"].cpu_ms
+        print(f"cpu_ratio_sdk_vs_adapter: {ratio:.2f}")
+        print(f"calls_per_s_ratio: {best['adapter'].per_s / best['sdk'].per_s:.2f}")
+        print(f"goal >= 2x less CPU per call: {'met' if ratio >= 2 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    Path(__file__)  # noqa: B018 - keeps the import used when run as a script
+    main()
