@@ -2,47 +2,46 @@
 
 Decides three things the SDK leaves open:
 
-* **Threads.** The SDK blocks, so every call runs on this adapter's own thread pool
-  (``threads``, default 64); the event loop's default executor has ~6 threads on 2 cores and
-  would cap a worker at a handful of calls in flight.
+* **No threads.** The SDK blocks. Its calls run on the event loop instead, their HTTP
+  exchanges over aiohttp (how, and why a thread pool cost too much CPU per call:
+  :mod:`streams.adapters.databricks_calls`). ``threads`` bounds the calls in flight (the
+  connections; the name is from when every call held a thread); more wait for a connection.
 * **No waiting inside the SDK.** The SDK retries 429/503 and network errors itself, sleeping
-  on the worker thread until ``retry_timeout_seconds`` - and it sleeps the full
-  ``Retry-After`` *before* checking that deadline. Waiting is the retry policy's job, so the
-  SDK gets a clock that refuses to sleep: the first retryable failure ends the call and
-  becomes ``THROTTLED`` (with ``retry_after_s``) or ``TRANSIENT``. Long-running operations
-  (start, restart, repair, run-now) return as soon as Databricks accepted them; their waiters
-  are never used.
+  until ``retry_timeout_seconds`` - and it sleeps the full ``Retry-After`` *before* checking
+  that deadline. Waiting is the retry policy's job, so the SDK gets a clock that refuses to
+  sleep: the first retryable failure ends the call and becomes ``THROTTLED`` (with
+  ``retry_after_s``) or ``TRANSIENT``. Long-running operations (start, restart, repair,
+  run-now) return as soon as Databricks accepted them; their waiters are never used.
 * **Domain shapes.** Answers become the small frozen records below, errors become
   :class:`PlatformError` (table ``KIND_BY_ERROR``, first match wins), so nothing above this
   module sees an SDK type.
 
-One ``WorkspaceClient`` per configured workspace, built on first use and kept, so its HTTP
-connection pool is reused. A workspace id not in the config is :class:`OutsideEstate`.
+One ``WorkspaceClient`` per configured workspace, built on first use (on a thread: the SDK
+probes the host while building) and kept. A workspace id not in the config is
+:class:`OutsideEstate`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
-import requests.adapters
-import requests.utils
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as sdk_errors
-from databricks.sdk.clock import Clock
-from databricks.sdk.config import Config
 from databricks.sdk.service import compute, jobs
 from pydantic import SecretStr
 
+from streams.adapters.databricks_calls import (
+    SdkCalls,
+    SdkWantedToWait,
+    Workspace,
+    connect_workspace,
+)
 from streams.adapters.errors import ErrorKind, OutsideEstate, PlatformError
 
 T = TypeVar("T")
@@ -57,7 +56,7 @@ class WorkspaceRef:
 @dataclass(frozen=True)
 class DatabricksConfig:
     workspaces: Mapping[str, WorkspaceRef]
-    threads: int = 64
+    threads: int = 64  # calls in flight at once, over all workspaces (estate key ``threads``)
     timeout_s: float = 30.0
 
 
@@ -137,16 +136,15 @@ _DOES_NOT_EXIST = re.compile(r"does not exist|doesn't exist", re.IGNORECASE)
 class DatabricksClient:
     def __init__(self, config: DatabricksConfig) -> None:
         self._config = config
-        self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="databricks")
-        self._clients: dict[str, WorkspaceClient] = {}
-        self._building = threading.Lock()
+        self._calls = SdkCalls(connections=config.threads, timeout_s=config.timeout_s)
+        self._workspaces: dict[str, Workspace] = {}
+        self._building = asyncio.Lock()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for client in self._clients.values():
-            session = _session(client)
-            if session is not None:
-                session.close()
+        self._calls.close()
+
+    async def aclose(self) -> None:
+        await self._calls.aclose()
 
     async def get_cluster(self, ws: str, cluster_id: str) -> Cluster:
         return _cluster(await self._call(ws, lambda w: w.clusters.get(cluster_id)))
@@ -238,45 +236,33 @@ class DatabricksClient:
     async def _call(self, ws: str, operation: Callable[[WorkspaceClient], T]) -> T:
         if ws not in self._config.workspaces:
             raise OutsideEstate(f"Databricks workspace {ws!r}")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._in_workspace, ws, operation)
+            return await self._calls.run(await self._workspace(ws), operation)
         except PlatformError:
             raise
         except Exception as exc:
             raise platform_error(exc, f"Databricks workspace {ws}") from None
 
-    def _in_workspace(self, ws: str, operation: Callable[[WorkspaceClient], T]) -> T:
-        return operation(self._client(ws))
-
-    def _client(self, ws: str) -> WorkspaceClient:
-        client = self._clients.get(ws)
-        if client is None:
-            with self._building:
-                client = self._clients.get(ws) or self._build(ws)
-                self._clients[ws] = client
-        return client
-
-    def _build(self, ws: str) -> WorkspaceClient:
-        ref = self._config.workspaces[ws]
-        config = Config(
-            host=ref.host,
-            token=ref.token.get_secret_value(),
-            auth_type="pat",
-            http_timeout_seconds=self._config.timeout_s,
-            retry_timeout_seconds=1,  # bounds the host-metadata probe made while building
-            max_connection_pools=self._config.threads,
-            max_connections_per_pool=self._config.threads,
-            clock=_RefuseToWait(),
-        )
-        client = WorkspaceClient(config=config)
-        _tune_session(client, ref.host, self._config.threads)
-        return client
+    async def _workspace(self, ws: str) -> Workspace:
+        workspace = self._workspaces.get(ws)
+        if workspace is None:
+            async with self._building:
+                workspace = self._workspaces.get(ws)
+                if workspace is None:
+                    ref = self._config.workspaces[ws]
+                    workspace = await asyncio.to_thread(
+                        connect_workspace,
+                        ref.host,
+                        ref.token.get_secret_value(),
+                        self._config.timeout_s,
+                    )
+                    self._workspaces[ws] = workspace
+        return workspace
 
 
 def platform_error(exc: BaseException, where: str) -> PlatformError:
     """Translate an SDK or transport failure (see ``KIND_BY_ERROR``)."""
-    if isinstance(exc, _SdkWantedToWait) and exc.__context__ is not None:
+    if isinstance(exc, SdkWantedToWait) and exc.__context__ is not None:
         exc = exc.__context__
     if isinstance(exc, ValueError) and not isinstance(
         exc,
@@ -294,45 +280,6 @@ def platform_error(exc: BaseException, where: str) -> PlatformError:
         f"{where}: {label}: {exc}",
         retry_after_s=float(retry_after) if retry_after is not None else None,
     )
-
-
-class _SdkWantedToWait(Exception):
-    """Raised instead of the SDK's retry sleep; the SDK's error rides along as ``__context__``."""
-
-
-class _RefuseToWait(Clock):
-    # The SDK calls sleep() inside its ``except`` block, so raising here ends the call with
-    # the original error attached as __context__.
-    def time(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        raise _SdkWantedToWait(f"SDK wanted to retry after {seconds:.1f} s")
-
-
-def _tune_session(client: WorkspaceClient, host: str, size: int) -> None:
-    """Two costs the SDK's requests session pays per call that a worker cannot afford.
-
-    It sizes its keep-alive pool for https:// only, so plain http:// (the simulator) keeps 10
-    connections and reconnects for every call beyond that. And requests re-reads the proxy and
-    CA-bundle variables from ``os.environ`` on every call (~30% of a call's CPU): they are read
-    once here instead, so proxies still work but a change needs a new client.
-    """
-    session = _session(client)
-    if session is None:  # SDK internals moved: correct, just slower
-        return
-    session.mount(
-        "http://", requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size)
-    )
-    session.proxies.update(requests.utils.get_environ_proxies(host))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle and session.verify is True:
-        session.verify = bundle
-    session.trust_env = False
-
-
-def _session(client: WorkspaceClient) -> requests.Session | None:
-    return getattr(getattr(client.api_client, "_api_client", None), "_session", None)
 
 
 def _run_number(value: int | str, what: str) -> int:

@@ -271,7 +271,7 @@ async def test_unknown_workspace_is_outside_the_estate(start_sim, databricks_for
     assert sim.calls == []
 
 
-async def test_calls_run_concurrently_on_the_adapter_pool(
+async def test_calls_run_concurrently_on_one_client_per_workspace(
     start_sim, small_world, databricks_for, estate
 ) -> None:
     sim = await start_sim(small_world(latency_ms=100))
