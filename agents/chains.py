@@ -14,7 +14,8 @@ from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
 
 
-def register(topology: Topology) -> None:
+def register(topology: Topology, *, page_hook: bool) -> None:
+    """``page_hook``: a ``manual`` playbook is configured (see ``ChainPolicy.page_hook``)."""
     app = topology.app
     table = topology.chains
     settings = topology.settings
@@ -22,6 +23,7 @@ def register(topology: Topology) -> None:
         mode=settings.mode,
         max_retries_cap=settings.max_retries_cap,
         horizon_ms=settings.dedup_horizon_s * 1000,
+        page_hook=page_hook,
     )
 
     # final chains carry their expiry; any other is dropped a horizon after its last change

@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 
 from streams.app import Topology
+from streams.codecs import encode_items
 from streams.policy import routing
 from streams.policy.dedup import dedup_key
 from streams.policy.expiry import ExpiryIndex
@@ -93,21 +94,32 @@ class Outbox:
     async def flush(self) -> None:
         topology = self.topology
         for partition, items in self.classified.items():
-            await _send_batch(topology.classified, items, partition)
+            await _send_batch(topology.classified, "classified_alert", items, partition)
         for partition, items in self.chain_events.items():
-            await _send_batch(topology.chain_events, items, partition)
+            await _send_batch(topology.chain_events, "chain_event", items, partition)
         for request, now in self.requests:
             await send_request(topology, request, now=now)
         if self.outcomes:  # the sink keeps no state: any partition will do
-            await _send_batch(topology.outcomes, self.outcomes, None)
+            await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
         self.classified, self.chain_events, self.outcomes, self.requests = {}, {}, [], []
 
 
+# Kafka's default and Event Hubs' hard limit per message is 1 MB: stay well below it
+MAX_BATCH_BYTES = 512 * 1024
+
+
 async def _send_batch(
-    topic: Any, items: list[tuple[str, dict[str, Any]]], partition: int | None
+    topic: Any, record: str, items: list[tuple[str, dict[str, Any]]], partition: int | None
 ) -> None:
-    # keyed by its first item: the key hashes to the partition the batch goes to
-    await topic.send(key=items[0][0], value={"items": [v for _, v in items]}, partition=partition)
+    """One message with ``items`` (halved until each part fits ``MAX_BATCH_BYTES``), keyed by
+    its first item, whose key hashes to the partition the batch goes to."""
+    body = encode_items(record, [value for _, value in items])
+    if len(body) > MAX_BATCH_BYTES and len(items) > 1:
+        half = len(items) // 2
+        await _send_batch(topic, record, items[:half], partition)
+        await _send_batch(topic, record, items[half:], partition)
+        return
+    await topic.send(key=items[0][0], value=body, partition=partition, value_serializer="raw")
 
 
 async def send_outcomes(topology: Topology, outcomes: Iterable[Outcome]) -> None:

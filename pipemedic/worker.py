@@ -17,6 +17,7 @@ from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
 from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
+from streams.policy.model import Action
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
 from streams.settings import Settings
 
@@ -65,7 +66,7 @@ def build_worker(settings: Settings) -> Topology:
     ingest.register(topology, classifier)
     enrich.register(topology, platforms, classifier)
     dedup.register(topology)
-    chains.register(topology)
+    chains.register(topology, page_hook=Action.MANUAL.value in estate.playbooks.urls)
     delay.register(topology)
     execute.register(topology, platforms)
     record.register(topology, writer)

@@ -112,7 +112,7 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
         tiers=tiers,
         raw=topic(routing.RAW, None),
         enrich=topic(routing.ENRICH, "classified_alert"),
-        classified=topic(routing.CLASSIFIED, "classified_batch"),
+        classified=topic(routing.CLASSIFIED, "classified_alert_batch"),
         chain_events=topic(routing.CHAIN_EVENTS, "chain_event_batch"),
         outcomes=topic(routing.OUTCOMES, "outcome_batch"),
         dead_letter=topic(routing.DEAD_LETTER, "dead_letter"),

@@ -30,7 +30,7 @@ _ORDER = (
     "action_request",
     "outcome",
     "dead_letter",
-    "classified_batch",
+    "classified_alert_batch",
     "chain_event_batch",
     "outcome_batch",
 )

@@ -14,6 +14,7 @@ store folder, and a process that opened one folder must close it before opening 
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 import math
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+import orjson
 from pydantic import SecretStr
 
 from streams.adapters import clickhouse_sql as sql
@@ -69,7 +71,13 @@ def clickhouse_time(ms: int) -> str:
     """Epoch ms as DateTime64(3) text. Out-of-range values are clamped rather than
     rejected: one bad timestamp must not make a whole batch unwritable forever."""
     ms = min(max(int(ms), 0), _MAX_MS)
-    return f"{_EPOCH + timedelta(milliseconds=ms):%Y-%m-%d %H:%M:%S}.{ms % 1000:03d}"
+    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    # rows of one batch share a handful of seconds; formatting a datetime is the slow part
+    return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%d %H:%M:%S}"
 
 
 def outcome_row(outcome: Outcome) -> dict[str, Any]:
@@ -84,7 +92,7 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
 
 
 def encode_rows(rows: Sequence[Outcome]) -> bytes:
-    return "\n".join(json.dumps(outcome_row(r), ensure_ascii=False) for r in rows).encode()
+    return b"\n".join(orjson.dumps(outcome_row(r)) for r in rows)
 
 
 def dedup_token(rows: Sequence[Outcome]) -> str:

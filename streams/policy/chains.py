@@ -37,6 +37,10 @@ class ChainPolicy:
     mode: str = "automatic"  # observe | approval | automatic
     max_retries_cap: int = 5  # no chain retries more often than this, whatever a rule says
     horizon_ms: int = 7 * 24 * 3600 * 1000  # final chains are forgotten after this
+    # a hook to page people (the ``manual`` playbook) is configured: a chain handed to
+    # people schedules the ``manual`` action that calls it. Without one, the ``manual`` row
+    # in the audit trail (and the dashboard) is the hand-off, and no action is queued.
+    page_hook: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,8 @@ def _finish(
     *,
     page: bool = False,
 ) -> ChainStep:
-    """Close the chain; a closing that needs people also schedules the ``manual`` action."""
+    """Close the chain; a closing that needs people also schedules the ``manual`` action
+    (when there is a hook to page them)."""
     closed = replace(
         chain,
         state=state.value,
@@ -237,7 +242,7 @@ def _finish(
     )
     row = _row(closed, event, OutcomeState(state.value), now_ms, why)
     schedule = None
-    if page:
+    if page and policy.page_hook:
         classification = event.classification or Classification(
             closed.error_type, "high", Action.MANUAL.value, 0, (), why
         )

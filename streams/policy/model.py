@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,14 +328,53 @@ class DeadLetter:
         return _from_dict(cls, data)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What the generic conversions need to know about one record class, computed once:
+    ``dataclasses.fields()`` and a frozen ``__init__`` cost more than the copying itself."""
+
+    names: frozenset[str]
+    mappings: tuple[str, ...]  # fields holding a mapping: copied into a plain dict
+    defaults: tuple[tuple[str, Any], ...]  # plain defaults
+    factories: tuple[tuple[str, Any], ...]  # default factories (a fresh value per record)
+
+
+@functools.cache
+def _shape(cls: type) -> _Shape:
+    fields = dataclasses.fields(cls)
+    missing = dataclasses.MISSING
+    return _Shape(
+        names=frozenset(f.name for f in fields),
+        mappings=tuple(f.name for f in fields if str(f.type).startswith(("Mapping", "dict"))),
+        defaults=tuple((f.name, f.default) for f in fields if f.default is not missing),
+        factories=tuple(
+            (f.name, f.default_factory) for f in fields if f.default_factory is not missing
+        ),
+    )
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
-    data = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            data[key] = dict(value)
+    shape = _shape(type(obj))
+    data = dict(obj.__dict__)  # a frozen dataclass without slots keeps its fields there
+    for name in shape.mappings:
+        if data[name] is not None:
+            data[name] = dict(data[name])
     return data
 
 
 def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    """``cls(**data)`` without unknown keys, built the way ``__init__`` would (these classes
+    have no ``__post_init__``), minus its per-field ``object.__setattr__`` calls."""
+    shape = _shape(cls)
+    values = dict(shape.defaults)
+    for name, factory in shape.factories:
+        values[name] = factory()
+    if shape.names.issuperset(data):
+        values.update(data)
+    else:
+        values.update((k, v) for k, v in data.items() if k in shape.names)
+    if len(values) != len(shape.names):  # a required field is missing: let __init__ say so
+        return cls(**values)
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj

@@ -37,8 +37,9 @@ def test_a_failing_factory_gets_a_few_probes_not_a_retry_storm(tmp_path):
         deferred = asyncio.run(_deferred_rows(stack.bootstrap, 20))  # watched for 20 s
         calls = stack.simulator.count("POST", "*/createRun")
     # without a breaker: 8 chains x (1 + 5 step retries) = 48 createRun calls in ~10 s.
-    # With it: the first attempts of all 8 chains go out together, before any failure is
-    # back (no breaker can stop calls already in flight), then one probe per 5 s cool-down
-    # over the 20 s watched: at most 8 + 20 / 5 + 1 = 13 (measured: 9-10)
-    assert len(RUNS) <= calls <= len(RUNS) + 20 // 5 + 1, calls
+    # With it: at worst the first attempts of all 8 chains go out together, before any
+    # failure is back (no breaker can stop calls already in flight), then one probe per 5 s
+    # cool-down over the 20 s watched: at most 8 + 20 / 5 + 1 = 13. At least the 3 failures
+    # that open the breaker (measured: 6-10, fewer when the first attempts are spread out)
+    assert 3 <= calls <= len(RUNS) + 20 // 5 + 1, calls
     assert deferred and {r["action"] for r in deferred} == {"retry_pipeline"}

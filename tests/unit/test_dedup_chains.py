@@ -244,3 +244,12 @@ def test_paging_people_does_not_touch_the_chain():
     page = on_event(None, failure(adf("r1"), COLUMN), now_ms=0, policy=POLICY).schedule
     assert page.action == "manual"
     assert after_step(page, StepReport(Status.SUCCEEDED, detail="paged"), now_ms=1, config=CONFIG) == Effects()
+
+
+def test_without_a_paging_hook_a_manual_close_queues_no_action():
+    quiet = ChainPolicy(mode="observe", page_hook=False)
+    step = on_event(None, failure(adf("r1")), now_ms=0, policy=quiet)
+    assert step.chain.state == ChainState.MANUAL.value and step.schedule is None
+    assert [o.state for o in step.outcomes] == [OutcomeState.OBSERVED.value, OutcomeState.MANUAL.value]
+    paged = on_event(None, failure(adf("r1")), now_ms=0, policy=ChainPolicy(mode="observe"))
+    assert paged.schedule is not None and paged.schedule.action == "manual"
