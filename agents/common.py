@@ -104,6 +104,44 @@ class Outbox:
         self.classified, self.chain_events, self.outcomes, self.requests = {}, {}, [], []
 
 
+class SharedOutbox:
+    """One :class:`Outbox` for many concurrent steps: what steps finish within ``linger_s``
+    of each other is sent together, so the stages downstream get a few full batches
+    instead of one small message per step. ``send`` returns once the effects are handed to
+    the producer; the caller acknowledges its record only then.
+    """
+
+    def __init__(self, topology: Topology, linger_s: float = 0.01) -> None:
+        self.topology = topology
+        self.linger_s = linger_s
+        self._outbox = Outbox(topology)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def send(self, effects: Effects, *, now: int) -> None:
+        self._outbox.add_effects(effects, now=now)
+        sent = asyncio.get_running_loop().create_future()
+        self._waiters.append(sent)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_soon())
+        await sent
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.linger_s)
+        outbox, waiters = self._outbox, self._waiters
+        self._outbox, self._waiters, self._flusher = Outbox(self.topology), [], None
+        try:
+            await outbox.flush()
+        except Exception as exc:  # every step whose effects were in it must know
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+        else:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
 # Kafka's default and Event Hubs' hard limit per message is 1 MB: stay well below it
 MAX_BATCH_BYTES = 512 * 1024
 
@@ -137,13 +175,6 @@ async def send_request(topology: Topology, request: ActionRequest, *, now: int) 
         topic = topology.actions[routed.action]
     await topic.send(key=routed.chain_id, value=routed.to_dict())
     return name
-
-
-async def apply_effects(topology: Topology, effects: Effects, *, now: int) -> None:
-    """Carry out what a step decided. Sends come before any table write by the caller."""
-    outbox = Outbox(topology)
-    outbox.add_effects(effects, now=now)
-    await outbox.flush()
 
 
 async def dead_letter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import apply_effects, now_ms, run_concurrently
+from agents.common import SharedOutbox, now_ms, run_concurrently
 from agents.remedies import Platforms, procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
@@ -30,6 +30,7 @@ class StepRunner:
         breakers: Breakers,
     ):
         self.topology = topology
+        self.outbox = SharedOutbox(topology)  # steps finishing together share messages
         self.platforms = platforms
         self.procedure = procedure_for(action, platforms.estate)
         self.config = config
@@ -44,7 +45,7 @@ class StepRunner:
         if wait_s > 0:
             reason = f"circuit open for {request.alert.source} {request.alert.scope}"
             effects = defer(request, wait_s=wait_s, reason=reason, now_ms=now)
-            await apply_effects(self.topology, effects, now=now_ms())
+            await self.outbox.send(effects, now=now_ms())
             return
         try:
             report = await self.procedure(request, self.platforms, now)
@@ -63,7 +64,7 @@ class StepRunner:
         else:
             breaker.succeeded()
             effects = after_step(request, report, now_ms=now_ms(), config=self.config)
-        await apply_effects(self.topology, effects, now=now_ms())
+        await self.outbox.send(effects, now=now_ms())
 
 
 def register(topology: Topology, platforms: Platforms) -> None:

@@ -80,9 +80,25 @@ def items_of(record: str, data: bytes) -> list[dict[str, Any]]:
     return decode_items(record, data) if record in BATCHED else [decode(record, data)]
 
 
+# records with a nullable ``classification``: fastavro picks a union branch by validating the
+# value against each candidate (a whole record); naming the branch skips that (~25% of the
+# encoding cost of a classified alert)
+_NAMED_UNIONS = {"classified_alert": "classification", "chain_event": "classification"}
+
+
 def encode_items(record: str, items: list[dict[str, Any]]) -> bytes:
     """A ``<record>_batch`` message body holding ``items``."""
+    union = _NAMED_UNIONS.get(record)
+    if union is not None:
+        items = [_named_branch(item, union) for item in items]
     return encode(f"{record}_batch", {"items": items})
+
+
+def _named_branch(item: dict[str, Any], name: str) -> dict[str, Any]:
+    value = item.get(name)
+    if value is None or isinstance(value, tuple):
+        return item
+    return {**item, name: ("pipemedic.Classification", value)}
 
 
 def decode_items(record: str, data: bytes) -> list[dict[str, Any]]:

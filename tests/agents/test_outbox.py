@@ -1,0 +1,131 @@
+"""The outbox: one batch per partition, batches under the size cap, shared flushes.
+
+Topics here are recorders of what would be sent; the encoding is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from agents.common import MAX_BATCH_BYTES, Outbox, SharedOutbox, partition_for
+from streams.codecs import decode_items
+from streams.policy.model import Alert, ChainEvent, ClassifiedAlert, Outcome
+from streams.policy.steps import Effects
+
+PARTITIONS = 4
+
+
+@dataclass
+class RecordingTopic:
+    sent: list[tuple[str, bytes, int | None]] = field(default_factory=list)
+    fail: bool = False
+
+    async def send(self, *, key, value, partition, value_serializer):
+        assert value_serializer == "raw"  # the outbox encodes batches itself
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.sent.append((key, value, partition))
+
+
+def topology():
+    return SimpleNamespace(
+        settings=SimpleNamespace(partitions=PARTITIONS),
+        classified=RecordingTopic(),
+        chain_events=RecordingTopic(),
+        outcomes=RecordingTopic(),
+    )
+
+
+def alert(run_id: str, message: str = "") -> ClassifiedAlert:
+    found = Alert(
+        alert_id=run_id,
+        source="adf",
+        kind="pipeline_run",
+        scope="f",
+        run_id=run_id,
+        message=message,
+    )
+    return ClassifiedAlert(alert=found, received_at=1)
+
+
+def row(chain_id: str) -> Outcome:
+    return Outcome(event_id=chain_id, at=1, chain_id=chain_id, dedup_key=chain_id, state="received")
+
+
+async def test_one_batch_per_partition_holding_only_its_keys():
+    topo = topology()
+    outbox = Outbox(topo)
+    for i in range(40):
+        outbox.add_classified(alert(f"run-{i}"))
+    await outbox.flush()
+    partitions = [p for _, _, p in topo.classified.sent]
+    assert sorted(partitions) == sorted(set(partitions))  # one message per partition
+    seen = 0
+    for key, body, partition in topo.classified.sent:
+        items = decode_items("classified_alert", body)
+        keys = [f"adf|f|{i['alert']['run_id']}" for i in items]
+        assert partition_for(key, PARTITIONS) == partition
+        assert {partition_for(k, PARTITIONS) for k in keys} == {partition}
+        seen += len(items)
+    assert seen == 40
+
+
+async def test_a_batch_over_the_cap_is_split_and_keeps_its_order():
+    topo = topology()
+    outbox = Outbox(topo)
+    big = "x" * 20_000
+    runs = [f"run-{i}" for i in range(200) if partition_for(f"adf|f|run-{i}", PARTITIONS) == 0]
+    for run_id in runs:
+        outbox.add_classified(alert(run_id, big))
+    await outbox.flush()
+    bodies = [body for _, body, _ in topo.classified.sent]
+    assert len(bodies) > 1 and all(len(b) <= MAX_BATCH_BYTES for b in bodies)
+    order = [i["alert"]["run_id"] for b in bodies for i in decode_items("classified_alert", b)]
+    assert order == runs
+
+
+async def test_steps_finishing_together_share_messages():
+    topo = topology()
+    shared = SharedOutbox(topo, linger_s=0.02)
+    events = [
+        ChainEvent(kind="executed", chain_id=f"c{i}", dedup_key="k", at=1, alert=alert("r").alert)
+        for i in range(10)
+    ]
+    await asyncio.gather(
+        *(
+            shared.send(Effects(chain_events=(e,), outcomes=(row(e.chain_id),)), now=1)
+            for e in events
+        )
+    )
+    assert len(topo.outcomes.sent) == 1
+    assert len(decode_items("outcome", topo.outcomes.sent[0][1])) == 10
+    assert len(topo.chain_events.sent) <= PARTITIONS
+    assert sum(len(decode_items("chain_event", b)) for _, b, _ in topo.chain_events.sent) == 10
+
+
+async def test_a_failed_flush_reaches_every_step_in_it():
+    topo = topology()
+    topo.outcomes.fail = True
+    shared = SharedOutbox(topo, linger_s=0.01)
+    results = await asyncio.gather(
+        *(shared.send(Effects(outcomes=(row(f"c{i}"),)), now=1) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ConnectionError) for r in results)
+    topo.outcomes.fail = False  # the next steps get a fresh outbox
+    await shared.send(Effects(outcomes=(row("c9"),)), now=1)
+    assert len(topo.outcomes.sent) == 1
+
+
+def test_partition_for_matches_the_kafka_default_partitioner():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in ("adf|f|run-1", "dbx|123|cluster|abc", "é"):
+        assert partition_for(key, 12) == DefaultPartitioner()(key.encode(), list(range(12)), [])
+
+
+pytestmark = pytest.mark.filterwarnings("ignore")
