@@ -14,8 +14,16 @@ from agents.remedies import Platforms, procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
 from streams.policy.breaker import Breakers, target_of
-from streams.policy.model import Action, ActionRequest
-from streams.policy.steps import StepConfig, after_error, after_step, defer
+from streams.policy.budget import Budget
+from streams.policy.model import Action, ActionRequest, Step
+from streams.policy.steps import (
+    Status,
+    StepConfig,
+    after_error,
+    after_step,
+    defer,
+    over_budget,
+)
 
 
 class StepRunner:
@@ -28,8 +36,11 @@ class StepRunner:
         action: str,
         config: StepConfig,
         breakers: Breakers,
+        budget: Budget,
     ):
         self.topology = topology
+        self.budget = budget
+        self.cost_usd = config.action_cost_usd.get(action, 0.0)
         self.outbox = SharedOutbox(topology)  # steps finishing together share messages
         self.platforms = platforms
         self.procedure = procedure_for(action, platforms.estate)
@@ -47,6 +58,19 @@ class StepRunner:
             effects = defer(request, wait_s=wait_s, reason=reason, now_ms=now)
             await self.outbox.send(effects, now=now_ms())
             return
+        costs = (
+            self.budget.cap_usd > 0
+            and self.gated
+            and request.step == Step.EXECUTE.value
+            and self.cost_usd > 0
+        )
+        if costs and not self.budget.allows(self.cost_usd, now):
+            reason = self.budget.why_not(self.cost_usd, now)
+            await self.outbox.send(over_budget(request, reason=reason, now_ms=now), now=now)
+            return
+        if costs:  # charged before it runs, so actions in flight together cannot all pass
+            self.budget.charge(self.cost_usd, now)
+        report = None
         try:
             report = await self.procedure(request, self.platforms, now)
         except PlatformError as error:
@@ -64,17 +88,20 @@ class StepRunner:
         else:
             breaker.succeeded()
             effects = after_step(request, report, now_ms=now_ms(), config=self.config)
+        finally:
+            if costs and (report is None or report.status is not Status.STARTED):
+                self.budget.refund(self.cost_usd, now)  # nothing was started: nothing spent
         await self.outbox.send(effects, now=now_ms())
 
 
-def register(topology: Topology, platforms: Platforms) -> None:
+def register(topology: Topology, platforms: Platforms, budget: Budget) -> None:
     app = topology.app
     settings = topology.settings
     config = settings.step_config()
     # one breaker per platform target, shared by every action of this worker
     breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
     for action, topic in topology.actions.items():
-        runner = StepRunner(topology, platforms, action, config, breakers)
+        runner = StepRunner(topology, platforms, action, config, breakers, budget)
         app.agent(topic, name=f"execute-{action}")(_body(runner, settings.executor_concurrency))
 
 

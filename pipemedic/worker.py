@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents import chains, dedup, delay, enrich, execute, ingest, record
+from agents import chains, dedup, delay, enrich, execute, ingest, record, webhooks
 from agents.remedies import Platforms
 from pipemedic.reporting import clickhouse_config
 from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
 from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
+from streams.policy.budget import Budget
 from streams.policy.model import Action
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
 from streams.settings import Settings
@@ -68,18 +69,12 @@ def build_worker(settings: Settings) -> Topology:
     dedup.register(topology)
     chains.register(topology, page_hook=Action.MANUAL.value in estate.playbooks.urls)
     delay.register(topology)
-    execute.register(topology, platforms)
-    record.register(topology, writer)
-    _register_webhooks(topology)
-    return topology
-
-
-def _register_webhooks(topology: Topology) -> None:
-    try:
-        from agents import webhooks
-    except ImportError:  # the HTTP ingest module is not in this tree yet
-        return
+    # one spend ledger per worker, shared by its executors and kept current by the recorder
+    budget = Budget(cap_usd=settings.daily_cost_cap_usd)
+    execute.register(topology, platforms, budget)
+    record.register(topology, writer, budget)
     webhooks.register(topology)
+    return topology
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
             "manual": 0.0,
         }
     )
+    # no action may take today's (UTC) estimated spend past this; 0 = no cap. Workers look up
+    # every worker's spend in ClickHouse every cost_refresh_s (see streams/policy/budget.py)
+    daily_cost_cap_usd: float = 0.0
+    cost_refresh_s: float = 30.0
     http_timeout_s: float = 20.0
     # per platform target: consecutive transient/throttled failures that open its breaker,
     # and how long it stays open before one call may test the target again

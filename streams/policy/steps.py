@@ -165,6 +165,12 @@ def after_error(
     return Effects(requests=(again,), outcomes=(row,))
 
 
+def over_budget(request: ActionRequest, *, reason: str, now_ms: int) -> Effects:
+    """Running the action would pass the daily cost cap: the chain goes to people, who
+    decide whether it is worth the spend."""
+    return Effects(chain_events=(_event(request, ChainEventKind.ACTION_ERROR, now_ms, reason),))
+
+
 def defer(request: ActionRequest, *, wait_s: float, reason: str, now_ms: int) -> Effects:
     """Run the same step later without spending its retry budget (e.g. the target's
     circuit breaker is open: the platform's outage is not the chain's failure)."""

@@ -1,0 +1,57 @@
+"""The daily cost cap: actions that would pass it go to people, also after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipemedic.runtime import RecordTail
+from pipemedic.stack import EmbeddedStack
+from streams.policy import routing
+from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+
+pytestmark = pytest.mark.integration
+
+
+async def _rows_until(bootstrap: str, done, seconds: float) -> list[dict]:
+    rows: list[dict] = []
+    deadline = time.monotonic() + seconds
+    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
+        while time.monotonic() < deadline and not done(rows):
+            rows += await tail.poll(300)
+    return rows
+
+
+def _final(rows: list[dict]) -> dict[str, dict]:
+    return {r["run_id"]: r for r in rows if r["state"] in ("manual", "resolved", "gave_up")}
+
+
+def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
+    first = {f"cap-run-{i}": "Costly" for i in range(3)}
+    later = {f"cap-late-{i}": "Costly" for i in range(2)}
+    rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
+    # retry_pipeline is estimated at $0.40: a $1.00 cap allows two reruns a day
+    with EmbeddedStack(tmp_path, world({"Costly": ["Succeeded"]}, {**first, **later}),
+                       rules_file=rules, daily_cost_cap_usd=1.0, cost_refresh_s=0.5,
+                       action_cost_usd={"retry_pipeline": 0.4}) as stack:
+        stack.send_raw([gateway_alert("Costly", run_id) for run_id in first])
+        rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 3, 60))
+        ended = _final(rows)
+        assert sorted(r["state"] for r in ended.values()) == ["manual", "resolved", "resolved"]
+        held = [r for r in ended.values() if r["state"] == "manual"]
+        assert "daily cost cap: $0.80 of $1.00 spent today" in held[0]["detail"]
+        assert stack.simulator.count("POST", "*/createRun") == 2
+
+        # a new worker knows nothing of the first one's spend but what ClickHouse recorded
+        stack.kill_worker()
+        stack.start_new_worker()
+        time.sleep(8)  # joined, and looked at the trail
+        stack.send_raw([gateway_alert("Costly", run_id) for run_id in later])
+        rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 5, 60))
+        calls = stack.simulator.count("POST", "*/createRun")
+    late = {run: row for run, row in _final(rows).items() if run in later}
+    assert {r["state"] for r in late.values()} == {"manual"}, late
+    assert all("daily cost cap" in r["detail"] for r in late.values())
+    assert calls == 2
