@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import itertools
 import json
 import os
 import sys
@@ -178,10 +179,18 @@ class Rate:
     startup_s: float | None = None
     cpu: str = ""
     traffic: dict[str, float] = field(default_factory=dict)  # topic -> messages per input
+    pause_s: float = 0.0  # longest time between two consecutive outputs inside the span
 
     @property
     def per_s(self) -> float:
         return self.messages / self.span_s if self.span_s > 0 else float("inf")
+
+
+def longest_pause_s(stamps: list[int]) -> float:
+    """The longest gap between consecutive output times (ms): a stall inside the span (e.g.
+    an idle fetch waiting out Tansu's ``fetch_max_wait_ms``) shows here."""
+    ordered = sorted(stamps)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0) / 1000
 
 
 async def sink_span(bootstrap: str, sink: str, expected: int, timeout_s: float) -> tuple[int, int]:
@@ -259,12 +268,14 @@ def faust_passthrough(s, expected: int, timeout_s: float, hops: int = 1) -> Rate
         {"faust worker": child.pid, "broker": s.broker.process.pid, "bench": os.getpid()}
     )
     try:
-        first, last = asyncio.run(
+        first, last, pause = asyncio.run(
             _faust_sink(s.bootstrap, sink_for(hops), expected, timeout_s, child, meter)
         )
     finally:
         s.stop_children()
-    return Rate(expected, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+    rate = Rate(expected, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+    rate.pause_s = pause
+    return rate
 
 
 def sink_for(hops: int) -> str:
@@ -273,7 +284,7 @@ def sink_for(hops: int) -> str:
 
 async def _faust_sink(
     bootstrap: str, sink: str, expected: int, timeout_s: float, child, meter: CpuMeter
-) -> tuple[int, int]:
+) -> tuple[int, int, float]:
     stamps: list[int] = []
 
     def seen(message) -> None:
@@ -295,13 +306,14 @@ async def _faust_sink(
     )
     if not ok:
         raise RuntimeError(f"bare Faust forwarded only {len(stamps)} of {expected}")
-    return min(stamps), max(stamps)
+    return min(stamps), max(stamps), longest_pause_s(stamps)
 
 
 def pipemedic_pass(
     s, messages: int, records: int, new_runs: int, timeout_s: float, profile: bool = False
 ) -> Rate:
     watch = OutcomeWatch()
+    decided: list[int] = []  # decision times of the dedup rows
     started_ms = time.time() * 1000
     worker = s.start_worker("pipemedic-worker")
     spy = PySpy(worker.process.pid, s.dir / "pipemedic-worker.pyspy.txt") if profile else None
@@ -327,6 +339,8 @@ def pipemedic_pass(
         if not watch.states:
             meter.start()
         watch.see(row)
+        if row["state"] in ("received", "duplicate"):
+            decided.append(row["at"])
 
     def status() -> str:
         st = watch.states
@@ -364,7 +378,9 @@ def pipemedic_pass(
         watch.last_at.get(k, 0)
         for k in ("received", "duplicate", "observed", "manual", "scheduled", "gave_up")
     )
-    return Rate(messages, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+    rate = Rate(messages, (last - first) / 1000, (first - started_ms) / 1000, meter.line())
+    rate.pause_s = longest_pause_s(decided)
+    return rate
 
 
 def _free_port() -> int:
@@ -426,9 +442,10 @@ def report(title: str, rates: dict[str, Rate], records_per_message: float | None
     print(f"== {title} ==")
     for name, rate in rates.items():
         startup = f", start-up {rate.startup_s:.1f}s (excluded)" if rate.startup_s else ""
+        pause = f", longest pause {rate.pause_s:.2f}s" if rate.pause_s else ""
         print(
             f"  {name:10s} {rate.per_s:10,.0f} msg/s  ({rate.messages} msgs in "
-            f"{rate.span_s:.2f}s{startup})"
+            f"{rate.span_s:.2f}s{startup}{pause})"
         )
         if rate.cpu:
             print(f"             {rate.cpu}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from pipemedic.tansu import apply_broker_workarounds
 from pipemedic.worker import load_rulebook, plan_tiers
 from streams.app import create_app
 from streams.settings import Settings
@@ -24,6 +25,7 @@ from streams.settings import Settings
 
 def main() -> None:
     settings = Settings()
+    apply_broker_workarounds(settings)  # as a pipemedic worker on this broker does
     tiers = plan_tiers(settings, load_rulebook(settings.rules_file)[1])
     app = create_app(settings, tiers)
     options = {

@@ -34,6 +34,7 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
         "broker_url": broker_url,
         "broker_session_timeout_s": 6.0,
         "broker_end_offsets_from_fetch": True,
+        "broker_fetch_max_wait_ms": 100,
         "mode": "automatic",
         "rules_file": DEMO_DATA / "rules.yaml",
         "estate_file": estate_file,

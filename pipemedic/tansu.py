@@ -1,4 +1,4 @@
-"""Correct end offsets on the embedded Tansu broker.
+"""Correct end offsets and prompt fetches on the embedded Tansu broker.
 
 Tansu 0.6 answers ListOffsets(latest) with the *last batch's* base offset + 1, so after
 multi-record batches ``end_offsets`` is too low, and Faust's table recovery, which reads a
@@ -9,6 +9,16 @@ high watermark is right, so :func:`true_end_offsets` fetches once at the reporte
 :func:`patch_faust_recovery` routes Faust's end-offset lookup through it. It is applied only
 for the embedded broker (``Settings.broker_end_offsets_from_fetch``); a real Kafka or Event
 Hubs never needs it. The alternative, one record per producer batch, costs ~12x throughput.
+
+Tansu also holds a fetch that finds no data for the whole ``fetch_max_wait_ms`` even when
+data arrives meanwhile, and aiokafka sends no new fetch to a node while one is in flight. Faust
+hard-codes that wait at 1500 ms, so every stage that catches up with its input stalls up to
+1.5 s (seen as 0.7-1.2 s pauses in ``bench/ingest.py`` runs). :func:`patch_fetch_wait` sets a
+shorter wait (``Settings.broker_fetch_max_wait_ms``, embedded broker only; Kafka answers a
+fetch as soon as data arrives, so it never needs it).
+
+:func:`apply_broker_workarounds` applies what the settings ask for; every process that runs a
+Faust worker on the embedded broker calls it before the worker starts.
 """
 
 from __future__ import annotations
@@ -68,3 +78,27 @@ def patch_faust_recovery(bootstrap: str) -> None:
 
     _highwaters._pipemedic_tansu = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+def patch_fetch_wait(wait_ms: int) -> None:
+    """Faust worker consumers of this process wait at most ``wait_ms`` for a fetch."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = getattr(AIOKafkaConsumerThread._create_worker_consumer, "_pipemedic_create", None)
+    create = create or AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = create(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
+    _create_worker_consumer._pipemedic_create = create  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def apply_broker_workarounds(settings: Any) -> None:
+    """The embedded-broker accommodations ``settings`` ask for (none for Kafka / Event Hubs)."""
+    if settings.broker_end_offsets_from_fetch:
+        patch_faust_recovery(settings.broker_url.removeprefix("kafka://"))
+    if settings.broker_fetch_max_wait_ms:
+        patch_fetch_wait(settings.broker_fetch_max_wait_ms)

@@ -86,10 +86,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     for noisy in ("httpx", "databricks.sdk", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.broker_end_offsets_from_fetch:
-        from pipemedic.tansu import patch_faust_recovery
+    from pipemedic.tansu import apply_broker_workarounds
 
-        patch_faust_recovery(settings.broker_url.removeprefix("kafka://"))
+    apply_broker_workarounds(settings)
     topology = build_worker(settings)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Tansu answers ListOffsets with the last batch's base offset + 1: read end offsets from
     # a fetch instead, so table recovery restores all state (pipemedic/tansu.py)
     broker_end_offsets_from_fetch: bool = False
+    # Tansu holds an empty fetch for the whole wait; Faust's is 1500 ms. 0 = leave Faust's
+    broker_fetch_max_wait_ms: int = 0
     partitions: int = 4
     # ingest takes up to this many raw messages at once (or what arrived within the linger)
     # and sends one batch per partition downstream: the framework's cost per message is paid
