@@ -86,6 +86,8 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         # not wait for them (they are redelivered from the last commit, and every stage
         # downstream is idempotent)
         "stream_wait_empty": False,
+        "producer_linger": settings.producer_linger_s,
+        "producer_max_batch_size": settings.producer_max_batch_bytes,
         # Event Hubs closes idle connections after 240 s
         "broker_request_timeout": 90.0,
     }

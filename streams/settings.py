@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # once per batch instead of once per alert
     ingest_batch_size: int = 500
     ingest_linger_s: float = 0.02
+    # the producer waits this long to fill a batch: far fewer, fuller produce requests (and
+    # socket writes) under load, for at most this much latency; Faust's default is 0
+    producer_linger_s: float = 0.005
+    producer_max_batch_bytes: int = 256 * 1024
 
     # ClickHouse: empty url = embedded chDB in <data_dir>/chdb
     clickhouse_url: str = ""
