@@ -28,30 +28,45 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run(alerts: int, horizon_ms: int, partitions: int, expire: bool) -> list[tuple[int, int, float]]:
+def run(
+    alerts: int, horizon_ms: int, partitions: int, expire: bool
+) -> list[tuple[int, int, float]]:
     table: dict[str, dict] = {}
     expiry = TableExpiry(table, partitions, lambda v: v["expires_at"])
     samples = []
     start = time.monotonic()
     for i in range(alerts):
         now = 1_700_000_000_000 + i  # 1 ms per alert
-        alert = Alert(alert_id=f"a{i}", source="adf", kind="pipeline_run", scope="factory",
-                      run_id=f"run-{i:09d}", signal=Signal.FAILURE.value)
+        alert = Alert(
+            alert_id=f"a{i}",
+            source="adf",
+            kind="pipeline_run",
+            scope="factory",
+            run_id=f"run-{i:09d}",
+            signal=Signal.FAILURE.value,
+        )
         key = dedup_key(alert)
         partition = expiry.partition_of(key)
         if expire:
             expiry.sweep(partition, now)
         stored = table.get(key)
-        decision = decide(DedupEntry.from_dict(stored) if stored else None, alert, now_ms=now,
-                          horizon_ms=horizon_ms)
+        decision = decide(
+            DedupEntry.from_dict(stored) if stored else None,
+            alert,
+            now_ms=now,
+            horizon_ms=horizon_ms,
+        )
         table[key] = decision.entry.to_dict()
         if expire:
             expiry.remember(partition, key, table[key])
         if (i + 1) % 100_000 == 0:
             gc.collect()
             samples.append((i + 1, len(table), rss_mb()))
-            print(f"  {'on ' if expire else 'off'} {i + 1:>9,} alerts: {len(table):>9,} keys, "
-                  f"rss {samples[-1][2]:7.1f} MB, {time.monotonic() - start:5.1f}s", file=sys.stderr)
+            print(
+                f"  {'on ' if expire else 'off'} {i + 1:>9,} alerts: {len(table):>9,} keys, "
+                f"rss {samples[-1][2]:7.1f} MB, {time.monotonic() - start:5.1f}s",
+                file=sys.stderr,
+            )
     return samples
 
 

@@ -33,9 +33,14 @@ def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
     later = {f"cap-late-{i}": "Costly" for i in range(2)}
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
     # retry_pipeline is estimated at $0.40: a $1.00 cap allows two reruns a day
-    with EmbeddedStack(tmp_path, world({"Costly": ["Succeeded"]}, {**first, **later}),
-                       rules_file=rules, daily_cost_cap_usd=1.0, cost_refresh_s=0.5,
-                       action_cost_usd={"retry_pipeline": 0.4}) as stack:
+    with EmbeddedStack(
+        tmp_path,
+        world({"Costly": ["Succeeded"]}, {**first, **later}),
+        rules_file=rules,
+        daily_cost_cap_usd=1.0,
+        cost_refresh_s=0.5,
+        action_cost_usd={"retry_pipeline": 0.4},
+    ) as stack:
         stack.send_raw([gateway_alert("Costly", run_id) for run_id in first])
         rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 3, 60))
         ended = _final(rows)
