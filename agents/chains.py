@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import Outbox, TableExpiry, dead_letter, log, now_ms, origin_of
+from agents.common import (
+    CRASH_WORKER,
+    Outbox,
+    TableExpiry,
+    dead_letter,
+    log,
+    now_ms,
+    origin_of,
+)
 from streams.app import Topology
+from streams.codecs import Undecodable, decode_items
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
 
@@ -33,12 +42,15 @@ def register(topology: Topology, *, page_hook: bool) -> None:
         lambda v: v.get("expires_at") or v.get("updated_at", 0) + policy.horizon_ms,
     )
 
-    @app.agent(topology.chain_events, name="chains")
+    @app.agent(topology.chain_events, name="chains", **CRASH_WORKER)
     async def chains(stream: Any) -> None:
         async for event in stream.events():
             try:
-                batch = [ChainEvent.from_dict(item) for item in event.value["items"]]
+                items = decode_items("chain_event", event.value)
+                batch = [ChainEvent.from_dict(item) for item in items]
                 await _advance(topology, expiry, event.message.partition, batch, policy)
+            except Undecodable as exc:
+                await dead_letter(topology, event.message, exc.reason, str(exc))
             except Exception as exc:
                 log.exception("chain step failed on %s", origin_of(event.message))
                 await dead_letter(topology, event.message, "internal_error", repr(exc))

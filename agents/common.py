@@ -11,10 +11,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from faust.exceptions import ProducerSendError
+from mode import CrashingSupervisor
 
 from streams.app import Topology
-from streams.codecs import encode_items
+from streams.codecs import Undecodable, encode, encode_items
 from streams.policy import routing
 from streams.policy.dedup import dedup_key
 from streams.policy.expiry import ExpiryIndex
@@ -32,6 +35,12 @@ from streams.policy.steps import Effects
 
 log = logging.getLogger("pipemedic")
 
+# An agent that fails outside its own error handling takes the worker down with it. Faust
+# would restart just the agent, but the new one never sees the records its predecessor took
+# and did not acknowledge, so the partition would stall silently; a restarted worker reads
+# them again from the last commit.
+CRASH_WORKER = {"supervisor_strategy": CrashingSupervisor}
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -47,17 +56,26 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+# waits before sending again what the producer gave up on (broker unreachable)
+SEND_RETRIES_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
 class Outbox:
     """The messages one step produces, gathered so that each partition of the busy topics
     (classified alerts, chain events, outcomes) gets one batch message per step.
 
     Items keep their order within a partition, which is all Kafka promised for single
     messages too. Action requests stay one message each: executors and delay tiers act on
-    them one by one. ``flush`` sends; callers write their tables only after it.
+    them one by one. ``flush`` sends; callers write their tables only after it. A send the
+    producer gives up on (broker unreachable past its own retries) is tried again after
+    ``retry_delays_s``; what was sent already is not sent again.
     """
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(
+        self, topology: Topology, retry_delays_s: tuple[float, ...] = SEND_RETRIES_S
+    ) -> None:
         self.topology = topology
+        self.retry_delays_s = retry_delays_s
         self.partitions = topology.settings.partitions
         self.classified: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
@@ -92,16 +110,33 @@ class Outbox:
         self.add_outcomes(effects.outcomes)
 
     async def flush(self) -> None:
+        for delay_s in (*self.retry_delays_s, None):
+            try:
+                await self._send_pending()
+                return
+            except _SEND_ERRORS as exc:
+                if delay_s is None:
+                    raise
+                log.warning("send failed (%r); again in %gs", exc, delay_s)
+                await asyncio.sleep(delay_s)
+
+    async def _send_pending(self) -> None:
         topology = self.topology
-        for partition, items in self.classified.items():
+        for partition in list(self.classified):
+            items = self.classified[partition]
             await _send_batch(topology.classified, "classified_alert", items, partition)
-        for partition, items in self.chain_events.items():
+            del self.classified[partition]
+        for partition in list(self.chain_events):
+            items = self.chain_events[partition]
             await _send_batch(topology.chain_events, "chain_event", items, partition)
-        for request, now in self.requests:
+            del self.chain_events[partition]
+        while self.requests:
+            request, now = self.requests[0]
             await send_request(topology, request, now=now)
+            self.requests.pop(0)
         if self.outcomes:  # the sink keeps no state: any partition will do
             await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
-        self.classified, self.chain_events, self.outcomes, self.requests = {}, {}, [], []
+            self.outcomes = []
 
 
 class SharedOutbox:
@@ -111,10 +146,16 @@ class SharedOutbox:
     the producer; the caller acknowledges its record only then.
     """
 
-    def __init__(self, topology: Topology, linger_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        linger_s: float = 0.01,
+        retry_delays_s: tuple[float, ...] = SEND_RETRIES_S,
+    ) -> None:
         self.topology = topology
         self.linger_s = linger_s
-        self._outbox = Outbox(topology)
+        self.retry_delays_s = retry_delays_s
+        self._outbox = Outbox(topology, retry_delays_s)
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -129,7 +170,8 @@ class SharedOutbox:
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.linger_s)
         outbox, waiters = self._outbox, self._waiters
-        self._outbox, self._waiters, self._flusher = Outbox(self.topology), [], None
+        fresh = Outbox(self.topology, self.retry_delays_s)
+        self._outbox, self._waiters, self._flusher = fresh, [], None
         try:
             await outbox.flush()
         except Exception as exc:  # every step whose effects were in it must know
@@ -141,6 +183,9 @@ class SharedOutbox:
                 if not waiter.done():
                     waiter.set_result(None)
 
+
+# what a producer raises once it has given up on a send (after its own retries)
+_SEND_ERRORS = (ProducerSendError, KafkaError, OSError)
 
 # Kafka's default and Event Hubs' hard limit per message is 1 MB: stay well below it
 MAX_BATCH_BYTES = 512 * 1024
@@ -173,8 +218,13 @@ async def send_request(topology: Topology, request: ActionRequest, *, now: int) 
         topic = topology.delays[int(routed.tier.rstrip("s"))]
     else:
         topic = topology.actions[routed.action]
-    await topic.send(key=routed.chain_id, value=routed.to_dict())
+    await topic.send(key=routed.chain_id, value=encode("action_request", routed.to_dict()))
     return name
+
+
+def reason_for(exc: Exception) -> str:
+    """The dead-letter reason for an exception a handler did not expect."""
+    return exc.reason if isinstance(exc, Undecodable) else "internal_error"
 
 
 async def dead_letter(
@@ -193,7 +243,7 @@ async def dead_letter(
         at=at,
         payload=payload,
     )
-    await topology.dead_letter.send(key=reason, value=letter.to_dict())
+    await topology.dead_letter.send(key=reason, value=encode("dead_letter", letter.to_dict()))
     where = origin_of(message)
     log.warning("dead-lettered %s: %s (%s)", where, reason, error[:200])
     if not audit:
@@ -230,7 +280,8 @@ async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: 
             async with lock:
                 await handle(event)
         except Exception as exc:
-            log.exception("handling failed on %s", origin_of(event.message))
+            if not isinstance(exc, Undecodable):
+                log.exception("handling failed on %s", origin_of(event.message))
             await dead_letter_safely(event.message, exc)
         finally:
             lock, waiting = turns[key]
@@ -243,7 +294,7 @@ async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: 
 
     async def dead_letter_safely(message: Any, exc: Exception) -> None:
         try:
-            await dead_letter(topology, message, "internal_error", repr(exc))
+            await dead_letter(topology, message, reason_for(exc), str(exc))
         except Exception:
             log.exception("could not dead-letter %s", origin_of(message))
 

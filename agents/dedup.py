@@ -12,8 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import Outbox, TableExpiry, dead_letter, log, now_ms, origin_of
+from agents.common import (
+    CRASH_WORKER,
+    Outbox,
+    TableExpiry,
+    dead_letter,
+    log,
+    now_ms,
+    origin_of,
+)
 from streams.app import Topology
+from streams.codecs import Undecodable, decode_items
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key, outcome_for
 from streams.policy.model import ChainEvent, ChainEventKind, ClassifiedAlert
 
@@ -24,12 +33,15 @@ def register(topology: Topology) -> None:
     horizon_ms = topology.settings.dedup_horizon_s * 1000
     expiry = TableExpiry(topology.dedup, topology.settings.partitions, lambda v: v["expires_at"])
 
-    @topology.app.agent(topology.classified, name="dedup")
+    @topology.app.agent(topology.classified, name="dedup", **CRASH_WORKER)
     async def dedup(stream: Any) -> None:
         async for event in stream.events():
             try:
-                records = [ClassifiedAlert.from_dict(item) for item in event.value["items"]]
+                items = decode_items("classified_alert", event.value)
+                records = [ClassifiedAlert.from_dict(item) for item in items]
                 await _dedup_batch(topology, expiry, event.message.partition, records, horizon_ms)
+            except Undecodable as exc:
+                await dead_letter(topology, event.message, exc.reason, str(exc))
             except Exception as exc:
                 log.exception("dedup failed on %s", origin_of(event.message))
                 await dead_letter(topology, event.message, "internal_error", repr(exc))

@@ -21,8 +21,9 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from agents.common import dead_letter, log, now_ms, origin_of, send_request
+from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of, send_request
 from streams.app import Topology
+from streams.codecs import Undecodable, decode
 from streams.policy import backoff
 from streams.policy.model import ActionRequest
 
@@ -43,16 +44,18 @@ class TierHolds:
         self.room.set()
         self.generation = 0  # bumped on rebalance: held records of revoked partitions are dropped
 
-    async def offer(self, event: Any) -> None:
+    async def offer(self, event: Any, request: dict[str, Any]) -> None:
+        """Hold ``event`` (its decoded ``request``) until its hop ends, then forward it."""
+        held = (event, request)
         tp = (event.message.topic, event.message.partition)
         queue = self.waiting.get(tp)
         if queue:  # an earlier record of this partition is waiting: keep offset order
-            await self._hold(tp, queue, event)
-        elif self._hold_ms(event) <= 0:
-            await self._forward(event)
+            await self._hold(tp, queue, held)
+        elif self._hold_ms(held) <= 0:
+            await self._forward(held)
         else:
             queue = self.waiting[tp] = deque()
-            await self._hold(tp, queue, event)
+            await self._hold(tp, queue, held)
             self._arm(tp)
 
     def forget(self) -> None:
@@ -65,15 +68,15 @@ class TierHolds:
         self.held = 0
         self.room.set()
 
-    async def _hold(self, tp: tuple[str, int], queue: deque[Any], event: Any) -> None:
-        queue.append(event)
+    async def _hold(self, tp: tuple[str, int], queue: deque[Any], held: Any) -> None:
+        queue.append(held)
         self.held += 1
         if self.held >= self.max_held:
             self.room.clear()
             await self.room.wait()  # backpressure: take nothing more until records fire
 
-    def _hold_ms(self, event: Any) -> int:
-        return backoff.hold_ms(event.value["hop_due_at"], now_ms())
+    def _hold_ms(self, held: Any) -> int:
+        return backoff.hold_ms(held[1]["hop_due_at"], now_ms())
 
     def _arm(self, tp: tuple[str, int]) -> None:
         head = self.waiting[tp][0]
@@ -89,9 +92,9 @@ class TierHolds:
         self.timers.pop(tp, None)
         queue = self.waiting.get(tp)
         while queue and self._hold_ms(queue[0]) <= 0:
-            event = queue.popleft()
+            held = queue.popleft()
             self.held -= 1
-            await self._forward(event)
+            await self._forward(held)
             if generation != self.generation:
                 return
         if self.held < self.max_held:
@@ -101,9 +104,10 @@ class TierHolds:
         else:
             self.waiting.pop(tp, None)
 
-    async def _forward(self, event: Any) -> None:
+    async def _forward(self, held: Any) -> None:
+        event, value = held
         try:
-            request = ActionRequest.from_dict(event.value)
+            request = ActionRequest.from_dict(value)
             await send_request(self.topology, request, now=now_ms())
         except Exception as exc:
             log.exception("delay forward failed on %s", origin_of(event.message))
@@ -116,16 +120,22 @@ def register(topology: Topology) -> None:
     if not topology.delays:
         return
     names = [topic.get_topic_name() for topic in topology.delays.values()]
-    tiers_topic = app.topic(*names, key_serializer="raw", value_serializer="avro-action_request")
+    tiers_topic = app.topic(*names, key_serializer="raw", value_serializer="raw")
     holds: list[TierHolds] = []
 
-    @app.agent(tiers_topic, name="delay")
+    @app.agent(tiers_topic, name="delay", **CRASH_WORKER)
     async def delay(stream: Any) -> None:
         manual = stream.noack()
         tier_holds = TierHolds(topology, manual)
         holds.append(tier_holds)
         async for event in manual.events():
-            await tier_holds.offer(event)
+            try:
+                request = decode("action_request", event.value)
+            except Undecodable as exc:
+                await dead_letter(topology, event.message, exc.reason, str(exc))
+                await manual.ack(event)
+                continue
+            await tier_holds.offer(event, request)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agents.common import Outbox, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, Outbox, now_ms, run_concurrently
 from agents.ingest import classify_alert
 from agents.remedies import Platforms
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
+from streams.codecs import decode
 from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
 from streams.policy.normalize import alerts_from_adf_runs, alerts_from_databricks_run
 from streams.policy.remedies import latest_repair_id
@@ -31,7 +32,7 @@ class Enricher:
         self.classifier = classifier
 
     async def __call__(self, event: Any) -> None:
-        record = ClassifiedAlert.from_dict(event.value)
+        record = ClassifiedAlert.from_dict(decode("classified_alert", event.value))
         alert = record.alert
         now = now_ms()
         try:
@@ -93,6 +94,6 @@ def _as_failure(alert: Alert, detail: str) -> Alert:
 def register(topology: Topology, platforms: Platforms, classifier: Classifier) -> None:
     enricher = Enricher(topology, platforms, classifier)
 
-    @topology.app.agent(topology.enrich, name="enrich")
+    @topology.app.agent(topology.enrich, name="enrich", **CRASH_WORKER)
     async def enrich(stream: Any) -> None:
         await run_concurrently(topology, stream, topology.settings.executor_concurrency, enricher)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import SharedOutbox, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, SharedOutbox, now_ms, run_concurrently
 from agents.remedies import Platforms, procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
+from streams.codecs import decode
 from streams.policy.breaker import Breakers, target_of
 from streams.policy.budget import Budget
 from streams.policy.model import Action, ActionRequest, Step
@@ -49,7 +50,7 @@ class StepRunner:
         self.gated = action != Action.MANUAL.value  # paging people is never held back
 
     async def __call__(self, event: Any) -> None:
-        request = ActionRequest.from_dict(event.value)
+        request = ActionRequest.from_dict(decode("action_request", event.value))
         now = now_ms()
         breaker = self.breakers.for_target(target_of(request.alert.source, request.alert.scope))
         wait_s = breaker.wait_s(now / 1000) if self.gated else 0.0
@@ -102,7 +103,9 @@ def register(topology: Topology, platforms: Platforms, budget: Budget) -> None:
     breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
     for action, topic in topology.actions.items():
         runner = StepRunner(topology, platforms, action, config, breakers, budget)
-        app.agent(topic, name=f"execute-{action}")(_body(runner, settings.executor_concurrency))
+        app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(
+            _body(runner, settings.executor_concurrency)
+        )
 
 
 def _body(runner: StepRunner, limit: int) -> Any:

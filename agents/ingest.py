@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import Outbox, dead_letter, log, now_ms, origin_of
+from agents.common import CRASH_WORKER, Outbox, dead_letter, log, now_ms, origin_of
 from streams.app import Topology
+from streams.codecs import encode
 from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize
@@ -37,7 +38,7 @@ def register(topology: Topology, classifier: Classifier) -> None:
     app = topology.app
     settings = topology.settings
 
-    @app.agent(topology.raw, name="ingest")
+    @app.agent(topology.raw, name="ingest", **CRASH_WORKER)
     async def ingest(stream: Any) -> None:
         async for events in stream.noack_take(
             settings.ingest_batch_size, within=settings.ingest_linger_s
@@ -67,6 +68,8 @@ async def _ingest_one(
     for alert in alerts:
         record = classify_alert(alert, classifier, received_at=received, origin=origin)
         if alert.signal == Signal.ENRICH.value:
-            await topology.enrich.send(key=dedup_key(alert), value=record.to_dict())
+            await topology.enrich.send(
+                key=dedup_key(alert), value=encode("classified_alert", record.to_dict())
+            )
         else:
             outbox.add_classified(record)

@@ -18,10 +18,11 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.common import dead_letter, log, now_ms
+from agents.common import CRASH_WORKER, dead_letter, log, now_ms
 from streams.adapters.clickhouse import OutcomeWriter, SinkBackpressure, spent_since
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
+from streams.codecs import Undecodable, decode_items
 from streams.policy.budget import DAY_MS, Budget, day_of
 from streams.policy.model import Outcome
 
@@ -41,17 +42,22 @@ def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
                 log.warning("%s", wait)
                 await asyncio.sleep(wait.retry_after_s)
 
-    @app.agent(topology.outcomes, name="record")
+    @app.agent(topology.outcomes, name="record", **CRASH_WORKER)
     async def record(stream: Any) -> None:
         async for events in stream.noack_take(
             settings.sink_batch_size, within=settings.sink_flush_s
         ):
+            rows, good = [], []
+            for event in events:
+                try:
+                    rows += [Outcome.from_dict(row) for row in decode_items("outcome", event.value)]
+                    good.append(event)
+                except Undecodable as exc:
+                    await dead_letter(topology, event.message, exc.reason, str(exc), audit=False)
             try:
-                await store(
-                    [Outcome.from_dict(row) for event in events for row in event.value["items"]]
-                )
+                await store(rows)
             except PlatformError as exc:  # the store refuses these rows for good: keep them
-                for event in events:
+                for event in good:
                     await dead_letter(
                         topology, event.message, "sink_rejected", str(exc), audit=False
                     )

@@ -36,7 +36,7 @@ from pipemedic.runtime import WorkerProcess, settings_env
 from pipemedic.simulator import load_world, start_in_thread
 from pipemedic.stack import DEMO_DATA, fast_settings, write_estate
 from pipemedic.worker import planned_topics
-from streams.codecs import items_of
+from streams.codecs import Undecodable, items_of
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -328,7 +328,10 @@ async def follow(
             for tp, messages in batches.items():
                 kind = records[tp.topic]
                 for message in messages:
-                    values = items_of(kind, message.value) if kind else [message.value]
+                    try:
+                        values = items_of(kind, message.value) if kind else [message.value]
+                    except Undecodable:  # the worker dead-letters it
+                        continue
                     for value in values:  # a batch message: each of its records
                         on_message(message, value)
             if done():

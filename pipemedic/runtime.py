@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from pipemedic.embedded import die_with_parent
-from streams.codecs import items_of
+from streams.codecs import Undecodable, items_of
 from streams.settings import Settings
 
 
@@ -120,6 +120,7 @@ class RecordTail:
 
     def __init__(self, bootstrap: str, topic: str, record: str):
         self.record = record
+        self.skipped = 0  # messages that did not decode as ``record``
         self.consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -137,12 +138,14 @@ class RecordTail:
 
     async def poll(self, timeout_ms: int = 500) -> list[dict[str, Any]]:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)
-        return [
-            item
-            for msgs in batches.values()
-            for m in msgs
-            for item in items_of(self.record, m.value)
-        ]
+        found = []
+        for messages in batches.values():
+            for message in messages:
+                try:
+                    found += items_of(self.record, message.value)
+                except Undecodable:  # the worker dead-letters it; an observer just goes on
+                    self.skipped += 1
+        return found
 
 
 async def send_decision(

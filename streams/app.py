@@ -12,7 +12,6 @@ from typing import Any
 
 import faust
 
-from streams.codecs import codec_name, register_codecs
 from streams.policy import backoff, routing
 from streams.policy.model import Action
 from streams.settings import Settings
@@ -60,7 +59,6 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
 
 
 def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
-    register_codecs()
     longest_hold = float(max(tiers, default=0)) + _HOLD_MARGIN_S
     options: dict[str, Any] = {
         "broker": settings.broker_url,
@@ -99,12 +97,14 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
     partitions = settings.partitions
 
     def topic(name: str, record: str | None) -> Any:
-        serializer = codec_name(record) if record else "raw"
+        # ``record``: what the topic carries (streams.codecs); agents get raw bytes and decode
+        # them in their own error handling, so a bad body is dead-lettered, not a crash
+        del record
         return app.topic(
             name,
             key_type=str,
             key_serializer="raw",
-            value_serializer=serializer,
+            value_serializer="raw",
             partitions=partitions,
         )
 

@@ -3,7 +3,9 @@
 The schemas live in ``schemas/*.avsc`` (the contract other consumers read); they reference
 each other by name (``pipemedic.Alert``), so they are parsed in dependency order into one
 shared set of named types. Messages are schemaless Avro bodies: every topic carries exactly
-one record type, named by the topic's codec (``avro-<record>``). The busy internal topics
+one record type. Faust hands agents the raw bytes and the agents decode them here, inside
+their own error handling: a body that does not decode is :class:`Undecodable` and goes to the
+dead-letter topic with the reason, instead of crashing the agent in Faust's codec layer. The busy internal topics
 (classified alerts, chain events, outcomes) carry *batches* (``<record>_batch``: a record with
 one ``items`` array), so a consumer pays the framework's per-message cost once per batch.
 """
@@ -17,7 +19,6 @@ from importlib import resources
 from typing import Any
 
 import fastavro
-from faust.serializers import codecs
 
 SCHEMA_DIR = resources.files("schemas")
 
@@ -46,29 +47,30 @@ def parsed_schemas() -> dict[str, Any]:
     return parsed
 
 
-class AvroCodec(codecs.Codec):
-    """A Faust codec for one record type; values are plain dicts (``Record.to_dict()``)."""
-
-    def __init__(self, record: str, **kwargs: Any) -> None:
-        self.record = record
-        self.schema = parsed_schemas()[record]
-        super().__init__(record=record, **kwargs)
-
-    def _dumps(self, obj: Any) -> bytes:
-        return encode(self.record, obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode(self.record, s)
-
-
 def encode(record: str, obj: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, parsed_schemas()[record], obj)
     return buffer.getvalue()
 
 
+class Undecodable(ValueError):
+    """A message body is not a valid ``record`` (truncated, garbage, another schema)."""
+
+    reason = "undecodable"
+
+
 def decode(record: str, data: bytes) -> dict[str, Any]:
-    return fastavro.schemaless_reader(io.BytesIO(data), parsed_schemas()[record], None)
+    """One ``record`` from a message body; :class:`Undecodable` if it is not one."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise Undecodable(f"{record}: expected bytes, got {type(data).__name__}")
+    buffer = io.BytesIO(data)
+    try:
+        value = fastavro.schemaless_reader(buffer, parsed_schemas()[record], None)
+    except Exception as exc:  # fastavro raises whatever the bytes lead it to
+        raise Undecodable(f"{record}: {type(exc).__name__}: {exc}") from exc
+    if buffer.tell() != len(data):  # Avro is not self-describing: garbage can parse as a prefix
+        raise Undecodable(f"{record}: {len(data) - buffer.tell()} bytes left over")
+    return value
 
 
 # records whose topics carry ``<record>_batch`` messages
@@ -104,13 +106,3 @@ def _named_branch(item: dict[str, Any], name: str) -> dict[str, Any]:
 def decode_items(record: str, data: bytes) -> list[dict[str, Any]]:
     """The items of a ``<record>_batch`` message body."""
     return decode(f"{record}_batch", data)["items"]
-
-
-def codec_name(record: str) -> str:
-    return f"avro-{record}"
-
-
-def register_codecs() -> None:
-    """Make ``avro-<record>`` usable as a Faust ``value_serializer``; safe to call twice."""
-    for record in _ORDER:
-        codecs.register(codec_name(record), AvroCodec(record))

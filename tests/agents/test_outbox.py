@@ -110,7 +110,7 @@ async def test_steps_finishing_together_share_messages():
 async def test_a_failed_flush_reaches_every_step_in_it():
     topo = topology()
     topo.outcomes.fail = True
-    shared = SharedOutbox(topo, linger_s=0.01)
+    shared = SharedOutbox(topo, linger_s=0.01, retry_delays_s=())
     results = await asyncio.gather(
         *(shared.send(Effects(outcomes=(row(f"c{i}"),)), now=1) for i in range(3)),
         return_exceptions=True,
@@ -129,3 +129,41 @@ def test_partition_for_matches_the_kafka_default_partitioner():
 
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@dataclass
+class FlakyTopic(RecordingTopic):
+    failures_left: int = 2
+    attempts: int = 0
+
+    async def send(self, *, key, value, partition, value_serializer):
+        self.attempts += 1
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("broker unreachable")
+        self.sent.append((key, value, partition))
+
+
+async def test_a_send_the_producer_gave_up_on_is_tried_again_and_nothing_is_sent_twice():
+    topo = topology()
+    topo.outcomes = FlakyTopic(failures_left=2)
+    outbox = Outbox(topo, retry_delays_s=(0.01, 0.01, 0.01))
+    for i in range(6):
+        outbox.add_classified(alert(f"run-{i}"))
+    outbox.add_outcomes([row("c1"), row("c2")])
+    await outbox.flush()
+    assert topo.outcomes.attempts == 3 and len(topo.outcomes.sent) == 1
+    classified = [
+        i for _, b, _ in topo.classified.sent for i in decode_items("classified_alert", b)
+    ]
+    assert len(classified) == 6  # sent once, although the flush ran three times
+
+
+async def test_a_send_that_keeps_failing_is_raised_after_the_last_retry():
+    topo = topology()
+    topo.outcomes = FlakyTopic(failures_left=10)
+    outbox = Outbox(topo, retry_delays_s=(0.01,))
+    outbox.add_outcomes([row("c1")])
+    with pytest.raises(ConnectionError):
+        await outbox.flush()
+    assert topo.outcomes.attempts == 2

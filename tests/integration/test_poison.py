@@ -1,0 +1,80 @@
+"""Garbage on an internal topic is dead-lettered with its reason; the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipemedic.runtime import RecordTail
+from pipemedic.stack import EmbeddedStack
+from streams.policy import routing
+from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+
+pytestmark = pytest.mark.integration
+
+GARBAGE = b"\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f"  # a string length no body has
+PREFIX_ONLY = b"\x00trailing bytes"  # parses as an empty batch: the rest must not be ignored
+POISONED = (
+    routing.CLASSIFIED,
+    routing.CHAIN_EVENTS,
+    routing.OUTCOMES,
+    routing.action_topic("retry_pipeline"),
+    "delay-1s",
+)
+
+
+async def _poison(bootstrap: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic in POISONED:
+            await producer.send_and_wait(topic, GARBAGE, key=b"poison")
+        await producer.send_and_wait(routing.CLASSIFIED, PREFIX_ONLY, key=b"poison")
+    finally:
+        await producer.stop()
+
+
+async def _collect(bootstrap: str, topic: str, record: str, done, seconds: float) -> list[dict]:
+    found: list[dict] = []
+    deadline = time.monotonic() + seconds
+    async with RecordTail(bootstrap, topic, record) as tail:
+        while time.monotonic() < deadline and not done(found):
+            found += await tail.poll(300)
+    return found
+
+
+def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(tmp_path):
+    rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
+    with EmbeddedStack(
+        tmp_path, world({"P": ["Succeeded"]}, {"after-poison": "P"}), rules_file=rules
+    ) as stack:
+        time.sleep(6)  # joined
+        asyncio.run(_poison(stack.bootstrap))
+        letters = asyncio.run(
+            _collect(
+                stack.bootstrap,
+                routing.DEAD_LETTER,
+                "dead_letter",
+                lambda found: len(found) >= len(POISONED) + 1,
+                30,
+            )
+        )
+        stack.send_raw([gateway_alert("P", "after-poison")])
+        rows = asyncio.run(
+            _collect(
+                stack.bootstrap,
+                routing.OUTCOMES,
+                "outcome",
+                lambda found: any(r["state"] == "resolved" for r in found),
+                60,
+            )
+        )
+        alive = stack.worker.alive
+    assert sorted(letter["topic"] for letter in letters) == sorted((*POISONED, routing.CLASSIFIED))
+    assert {letter["reason"] for letter in letters} == {"undecodable"}
+    assert {bytes(letter["payload"]) for letter in letters} == {GARBAGE, PREFIX_ONLY}
+    assert any(r["state"] == "resolved" and r["run_id"] == "after-poison" for r in rows)
+    assert alive
