@@ -12,15 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import (
-    CRASH_WORKER,
-    Outbox,
-    TableExpiry,
-    dead_letter,
-    log,
-    now_ms,
-    origin_of,
-)
+from agents.common import CRASH_WORKER, TableExpiry, dead_letter, log, now_ms, origin_of
+from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import Undecodable, decode_items
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key, outcome_for

@@ -21,7 +21,8 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of, send_request
+from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of
+from agents.outbox import send_request
 from streams.app import Topology
 from streams.codecs import Undecodable, decode
 from streams.policy import backoff

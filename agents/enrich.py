@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agents.common import CRASH_WORKER, Outbox, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, now_ms, run_concurrently
 from agents.ingest import classify_alert
+from agents.outbox import Outbox
 from agents.remedies import Platforms
 from streams.adapters.errors import PlatformError
 from streams.app import Topology

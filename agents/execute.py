@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, SharedOutbox, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, now_ms, run_concurrently
+from agents.outbox import SharedOutbox
 from agents.remedies import Platforms, procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, Outbox, dead_letter, log, now_ms, origin_of
+from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of
+from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import encode
 from streams.policy.dedup import dedup_key

@@ -25,8 +25,8 @@ from typing import Any
 
 from ingest import diagnostic_batches
 
-from agents.common import partition_for
 from agents.ingest import classify_alert
+from agents.outbox import partition_for
 from streams.adapters.clickhouse import encode_rows
 from streams.codecs import decode_items, encode, encode_items
 from streams.policy.chains import ChainPolicy, on_event

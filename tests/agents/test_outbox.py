@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents.common import MAX_BATCH_BYTES, Outbox, SharedOutbox, partition_for
+from agents.outbox import MAX_BATCH_BYTES, Outbox, SharedOutbox, partition_for
 from streams.codecs import decode_items
 from streams.policy.model import Alert, ChainEvent, ClassifiedAlert, Outcome
 from streams.policy.steps import Effects

@@ -1,0 +1,198 @@
+"""The outbox: what a step sends, gathered into one batch message per topic partition.
+
+The busy internal topics (classified alerts, chain events, outcomes) carry batches, so each
+stage pays the framework's per-message cost once per batch. Every key in a batch hashes to
+the partition the batch goes to, so tables stay co-partitioned with the topics that feed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from faust.exceptions import ProducerSendError
+
+from streams.app import Topology
+from streams.codecs import encode, encode_items
+from streams.policy import routing
+from streams.policy.dedup import dedup_key
+from streams.policy.model import ActionRequest, ChainEvent, ClassifiedAlert, Outcome
+from streams.policy.steps import Effects
+
+log = logging.getLogger("pipemedic")
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client)
+    gives ``key``: a batch sent there lands where each of its items would have alone."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+# waits before sending again what the producer gave up on (broker unreachable)
+SEND_RETRIES_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Outbox:
+    """The messages one step produces, gathered so that each partition of the busy topics
+    (classified alerts, chain events, outcomes) gets one batch message per step.
+
+    Items keep their order within a partition, which is all Kafka promised for single
+    messages too. Action requests stay one message each: executors and delay tiers act on
+    them one by one. ``flush`` sends; callers write their tables only after it. A send the
+    producer gives up on (broker unreachable past its own retries) is tried again after
+    ``retry_delays_s``; what was sent already is not sent again.
+    """
+
+    def __init__(
+        self, topology: Topology, retry_delays_s: tuple[float, ...] = SEND_RETRIES_S
+    ) -> None:
+        self.topology = topology
+        self.retry_delays_s = retry_delays_s
+        self.partitions = topology.settings.partitions
+        self.classified: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self.outcomes: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[tuple[ActionRequest, int]] = []
+
+    def add_classified(self, record: ClassifiedAlert) -> None:
+        key = dedup_key(record.alert)
+        self.classified.setdefault(partition_for(key, self.partitions), []).append(
+            (key, record.to_dict())
+        )
+
+    def add_chain_event(self, event: ChainEvent) -> None:
+        key = event.chain_id
+        self.chain_events.setdefault(partition_for(key, self.partitions), []).append(
+            (key, event.to_dict())
+        )
+
+    def add_outcomes(self, outcomes: Iterable[Outcome]) -> None:
+        self.outcomes.extend((o.chain_id or o.dedup_key, o.to_dict()) for o in outcomes)
+
+    def add_request(self, request: ActionRequest, *, now: int) -> None:
+        self.requests.append((request, now))
+
+    def add_effects(self, effects: Effects, *, now: int) -> None:
+        for alert in effects.alerts:
+            self.add_classified(alert)
+        for event in effects.chain_events:
+            self.add_chain_event(event)
+        for request in effects.requests:
+            self.add_request(request, now=now)
+        self.add_outcomes(effects.outcomes)
+
+    async def flush(self) -> None:
+        for delay_s in (*self.retry_delays_s, None):
+            try:
+                await self._send_pending()
+                return
+            except _SEND_ERRORS as exc:
+                if delay_s is None:
+                    raise
+                log.warning("send failed (%r); again in %gs", exc, delay_s)
+                await asyncio.sleep(delay_s)
+
+    async def _send_pending(self) -> None:
+        topology = self.topology
+        for partition in list(self.classified):
+            items = self.classified[partition]
+            await _send_batch(topology.classified, "classified_alert", items, partition)
+            del self.classified[partition]
+        for partition in list(self.chain_events):
+            items = self.chain_events[partition]
+            await _send_batch(topology.chain_events, "chain_event", items, partition)
+            del self.chain_events[partition]
+        while self.requests:
+            request, now = self.requests[0]
+            await send_request(topology, request, now=now)
+            self.requests.pop(0)
+        if self.outcomes:  # the sink keeps no state: any partition will do
+            await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
+            self.outcomes = []
+
+
+class SharedOutbox:
+    """One :class:`Outbox` for many concurrent steps: what steps finish within ``linger_s``
+    of each other is sent together, so the stages downstream get a few full batches
+    instead of one small message per step. ``send`` returns once the effects are handed to
+    the producer; the caller acknowledges its record only then.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        linger_s: float = 0.01,
+        retry_delays_s: tuple[float, ...] = SEND_RETRIES_S,
+    ) -> None:
+        self.topology = topology
+        self.linger_s = linger_s
+        self.retry_delays_s = retry_delays_s
+        self._outbox = Outbox(topology, retry_delays_s)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def send(self, effects: Effects, *, now: int) -> None:
+        self._outbox.add_effects(effects, now=now)
+        sent = asyncio.get_running_loop().create_future()
+        self._waiters.append(sent)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_soon())
+        await sent
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.linger_s)
+        outbox, waiters = self._outbox, self._waiters
+        fresh = Outbox(self.topology, self.retry_delays_s)
+        self._outbox, self._waiters, self._flusher = fresh, [], None
+        try:
+            await outbox.flush()
+        except Exception as exc:  # every step whose effects were in it must know
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+        else:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+# what a producer raises once it has given up on a send (after its own retries)
+_SEND_ERRORS = (ProducerSendError, KafkaError, OSError)
+
+# Kafka's default and Event Hubs' hard limit per message is 1 MB: stay well below it
+MAX_BATCH_BYTES = 512 * 1024
+
+
+async def _send_batch(
+    topic: Any, record: str, items: list[tuple[str, dict[str, Any]]], partition: int | None
+) -> None:
+    """One message with ``items`` (halved until each part fits ``MAX_BATCH_BYTES``), keyed by
+    its first item, whose key hashes to the partition the batch goes to."""
+    body = encode_items(record, [value for _, value in items])
+    if len(body) > MAX_BATCH_BYTES and len(items) > 1:
+        half = len(items) // 2
+        await _send_batch(topic, record, items[:half], partition)
+        await _send_batch(topic, record, items[half:], partition)
+        return
+    await topic.send(key=items[0][0], value=body, partition=partition, value_serializer="raw")
+
+
+async def send_outcomes(topology: Topology, outcomes: Iterable[Outcome]) -> None:
+    outbox = Outbox(topology)
+    outbox.add_outcomes(outcomes)
+    await outbox.flush()
+
+
+async def send_request(topology: Topology, request: ActionRequest, *, now: int) -> str:
+    """Route a request to its action topic, or to the delay tier its wait needs."""
+    name, routed = routing.route(request, now_ms=now, tiers=topology.tiers)
+    if routed.tier:
+        topic = topology.delays[int(routed.tier.rstrip("s"))]
+    else:
+        topic = topology.actions[routed.action]
+    await topic.send(key=routed.chain_id, value=encode("action_request", routed.to_dict()))
+    return name
