@@ -241,7 +241,8 @@ class _ScriptedSession(requests.Session):
         if script is None:
             raise RuntimeError("Databricks SDK calls go through DatabricksClient")
         if json is not None or files or stream or auth or not isinstance(data, str | bytes | None):
-            raise NotImplementedError("streams, files and per-call auth are not routed")
+            # none of the calls we make uses them; refuse rather than send something else
+            raise RuntimeError("SDK streams, files and per-call auth are not routed")
         request = self._prepare(method, url, params, data, headers)
         if script.position == len(script.exchanges):
             raise _Exchange(request)
