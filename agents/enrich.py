@@ -14,7 +14,7 @@ from typing import Any
 from agents.common import CRASH_WORKER, now_ms, run_concurrently
 from agents.ingest import classify_alert
 from agents.outbox import Outbox
-from agents.remedies import Platforms
+from agents.platforms import Platforms
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
 from streams.codecs import decode

@@ -11,7 +11,8 @@ from typing import Any
 
 from agents.common import CRASH_WORKER, now_ms, run_concurrently
 from agents.outbox import SharedOutbox
-from agents.remedies import Platforms, procedure_for
+from agents.platforms import Platforms
+from agents.remedies import procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
 from streams.codecs import decode

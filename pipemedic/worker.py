@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import chains, dedup, delay, enrich, execute, ingest, record, webhooks
-from agents.remedies import Platforms
+from agents.platforms import Platforms
 from pipemedic.reporting import clickhouse_config
 from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
