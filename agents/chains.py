@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, TableExpiry, dead_letter, log, now_ms, origin_of
+from agents.common import (
+    CRASH_WORKER,
+    TableExpiry,
+    dead_letter_failure,
+    now_ms,
+)
 from agents.outbox import Outbox
 from streams.app import Topology
-from streams.codecs import Undecodable, decode_items
+from streams.codecs import decode_items
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
 
@@ -42,11 +47,8 @@ def register(topology: Topology, *, page_hook: bool) -> None:
                 items = decode_items("chain_event", event.value)
                 batch = [ChainEvent.from_dict(item) for item in items]
                 await _advance(topology, expiry, event.message.partition, batch, policy)
-            except Undecodable as exc:
-                await dead_letter(topology, event.message, exc.reason, str(exc))
             except Exception as exc:
-                log.exception("chain step failed on %s", origin_of(event.message))
-                await dead_letter(topology, event.message, "internal_error", repr(exc))
+                await dead_letter_failure(topology, event.message, exc)
 
 
 async def _advance(

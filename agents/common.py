@@ -43,9 +43,16 @@ def origin_of(message: Any) -> str:
     return f"{message.topic}/{message.partition}/{message.offset}"
 
 
-def reason_for(exc: Exception) -> str:
-    """The dead-letter reason for an exception a handler did not expect."""
-    return exc.reason if isinstance(exc, Undecodable) else "internal_error"
+async def dead_letter_failure(
+    topology: Topology, message: Any, exc: Exception, *, audit: bool = True
+) -> None:
+    """Keep a message whose handling raised. A body that does not decode says so
+    (``undecodable``); anything else is a bug of ours, logged with its traceback."""
+    if isinstance(exc, Undecodable):
+        await dead_letter(topology, message, exc.reason, str(exc), audit=audit)
+        return
+    log.error("handling failed on %s", origin_of(message), exc_info=exc)
+    await dead_letter(topology, message, "internal_error", repr(exc), audit=audit)
 
 
 async def dead_letter(
@@ -101,8 +108,6 @@ async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: 
             async with lock:
                 await handle(event)
         except Exception as exc:
-            if not isinstance(exc, Undecodable):
-                log.exception("handling failed on %s", origin_of(event.message))
             await dead_letter_safely(event.message, exc)
         finally:
             lock, waiting = turns[key]
@@ -115,7 +120,7 @@ async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: 
 
     async def dead_letter_safely(message: Any, exc: Exception) -> None:
         try:
-            await dead_letter(topology, message, reason_for(exc), str(exc))
+            await dead_letter_failure(topology, message, exc)
         except Exception:
             log.exception("could not dead-letter %s", origin_of(message))
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, TableExpiry, dead_letter, log, now_ms, origin_of
+from agents.common import (
+    CRASH_WORKER,
+    TableExpiry,
+    dead_letter_failure,
+    now_ms,
+)
 from agents.outbox import Outbox
 from streams.app import Topology
-from streams.codecs import Undecodable, decode_items
+from streams.codecs import decode_items
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key, outcome_for
 from streams.policy.model import ChainEvent, ChainEventKind, ClassifiedAlert
 
@@ -33,11 +38,8 @@ def register(topology: Topology) -> None:
                 items = decode_items("classified_alert", event.value)
                 records = [ClassifiedAlert.from_dict(item) for item in items]
                 await _dedup_batch(topology, expiry, event.message.partition, records, horizon_ms)
-            except Undecodable as exc:
-                await dead_letter(topology, event.message, exc.reason, str(exc))
             except Exception as exc:
-                log.exception("dedup failed on %s", origin_of(event.message))
-                await dead_letter(topology, event.message, "internal_error", repr(exc))
+                await dead_letter_failure(topology, event.message, exc)
 
 
 async def _dedup_batch(

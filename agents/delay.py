@@ -21,7 +21,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of
+from agents.common import CRASH_WORKER, dead_letter_failure, now_ms
 from agents.outbox import send_request
 from streams.app import Topology
 from streams.codecs import Undecodable, decode
@@ -111,8 +111,7 @@ class TierHolds:
             request = ActionRequest.from_dict(value)
             await send_request(self.topology, request, now=now_ms())
         except Exception as exc:
-            log.exception("delay forward failed on %s", origin_of(event.message))
-            await dead_letter(self.topology, event.message, "internal_error", repr(exc))
+            await dead_letter_failure(self.topology, event.message, exc)
         await self.stream.ack(event)
 
 
@@ -133,7 +132,7 @@ def register(topology: Topology) -> None:
             try:
                 request = decode("action_request", event.value)
             except Undecodable as exc:
-                await dead_letter(topology, event.message, exc.reason, str(exc))
+                await dead_letter_failure(topology, event.message, exc)
                 await manual.ack(event)
                 continue
             await tier_holds.offer(event, request)

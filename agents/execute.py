@@ -50,6 +50,8 @@ class StepRunner:
         self.config = config
         self.breakers = breakers
         self.gated = action != Action.MANUAL.value  # paging people is never held back
+        # actions the daily cost cap applies to: costed ones, when there is a cap
+        self.metered = self.gated and self.cost_usd > 0 and budget.cap_usd > 0
 
     async def __call__(self, event: Any) -> None:
         request = ActionRequest.from_dict(decode("action_request", event.value))
@@ -61,12 +63,7 @@ class StepRunner:
             effects = defer(request, wait_s=wait_s, reason=reason, now_ms=now)
             await self.outbox.send(effects, now=now_ms())
             return
-        costs = (
-            self.budget.cap_usd > 0
-            and self.gated
-            and request.step == Step.EXECUTE.value
-            and self.cost_usd > 0
-        )
+        costs = self.metered and request.step == Step.EXECUTE.value
         if costs and not self.budget.allows(self.cost_usd, now):
             reason = self.budget.why_not(self.cost_usd, now)
             await self.outbox.send(over_budget(request, reason=reason, now_ms=now), now=now)

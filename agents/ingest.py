@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, log, now_ms, origin_of
+from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, now_ms, origin_of
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import encode
@@ -49,8 +49,7 @@ def register(topology: Topology, classifier: Classifier) -> None:
                 try:
                     await _ingest_one(topology, classifier, outbox, event.message)
                 except Exception as exc:  # a bug must not stop the stream; keep the message
-                    log.exception("ingest failed on %s", origin_of(event.message))
-                    await dead_letter(topology, event.message, "internal_error", repr(exc))
+                    await dead_letter_failure(topology, event.message, exc)
             await outbox.flush()
             for event in events:
                 await stream.ack(event)

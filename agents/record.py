@@ -18,7 +18,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, log, now_ms
+from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, log, now_ms
 from streams.adapters.clickhouse import OutcomeWriter, SinkBackpressure, spent_since
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
@@ -53,7 +53,7 @@ def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
                     rows += [Outcome.from_dict(row) for row in decode_items("outcome", event.value)]
                     good.append(event)
                 except Undecodable as exc:
-                    await dead_letter(topology, event.message, exc.reason, str(exc), audit=False)
+                    await dead_letter_failure(topology, event.message, exc, audit=False)
             try:
                 await store(rows)
             except PlatformError as exc:  # the store refuses these rows for good: keep them
