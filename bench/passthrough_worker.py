@@ -2,7 +2,7 @@
 
 Run as a child process, configured exactly like a pipemedic worker (``PIPEMEDIC_*``
 variables, the app from :func:`streams.app.create_app`, so broker, session and timeouts
-match), plus ``BENCH_SOURCE`` and ``BENCH_SINK``. It reads raw bytes from the source topic
+match, and the same event loop), plus ``BENCH_SOURCE`` and ``BENCH_SINK``. It reads raw bytes from the source topic
 and sends each message unchanged to the sink: the framework's own floor per message.
 
 ``BENCH_HOPS=n`` (default 1) chains n such agents through topics ``bench-hop-1`` ..
@@ -18,13 +18,14 @@ from typing import Any
 import faust
 
 from pipemedic.tansu import apply_broker_workarounds
-from pipemedic.worker import load_rulebook, plan_tiers
+from pipemedic.worker import load_rulebook, plan_tiers, use_event_loop
 from streams.app import create_app
 from streams.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    use_event_loop(settings)  # as a pipemedic worker does
     apply_broker_workarounds(settings)  # as a pipemedic worker on this broker does
     tiers = plan_tiers(settings, load_rulebook(settings.rules_file)[1])
     app = create_app(settings, tiers)

@@ -7,6 +7,7 @@ pre-creation and the worker both use.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from streams.policy.budget import Budget
 from streams.policy.model import Action
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def load_rulebook(rules_file: Path | None) -> tuple[Any, Any]:
@@ -77,10 +80,26 @@ def build_worker(settings: Settings) -> Topology:
     return topology
 
 
+def use_event_loop(settings: Settings) -> str:
+    """Install the configured event loop before Faust creates one; returns the one in use."""
+    if settings.event_loop != "uvloop":
+        return "asyncio"
+    try:
+        import mode.loop
+
+        mode.loop.use("uvloop")
+    except ImportError:  # not installed (no wheels for Windows): plain asyncio still works
+        log.warning("event_loop=uvloop but uvloop is not installed; using asyncio")
+        return "asyncio"
+    return "uvloop"
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    import logging
+    import asyncio
 
     import faust
+
+    loop_name = use_event_loop(settings)  # before anything asks asyncio for a loop
 
     # one line per platform call drowns what matters; outcomes are in ClickHouse anyway
     for noisy in ("httpx", "databricks.sdk", "urllib3"):
@@ -90,6 +109,11 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
 
     apply_broker_workarounds(settings)
     topology = build_worker(settings)
+
+    @topology.app.task
+    async def tell_loop() -> None:  # a start-up task: Faust's logging is set up by then
+        log.info("event loop: %s (%s)", loop_name, type(asyncio.get_running_loop()).__name__)
+
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 
