@@ -28,6 +28,7 @@ from streams.adapters.http import (
     error_from_response,
     json_body,
     path_segment,
+    send_json,
 )
 
 FINAL_STATUSES = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -176,13 +177,14 @@ class ADFClient:
         for attempt in (1, 2):
             token = await self._tokens.token()
             try:
-                response = await self._http.request(
+                response = await send_json(
+                    self._http,
                     method,
                     url,
-                    params=query,
-                    json=json,
+                    query=query,
+                    body=json,
                     headers={"Authorization": f"Bearer {token}"},
-                    timeout=self._config.timeout_s,
+                    timeout_s=self._config.timeout_s,
                 )
             except httpx.HTTPError as exc:
                 raise error_from_exception(exc, what) from None

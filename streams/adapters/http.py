@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import httpx
+import orjson
 import yarl
 
 from streams.adapters.errors import ErrorKind, PlatformError
@@ -56,6 +59,44 @@ def shared_http_client(*, max_connections: int = 256, timeout_s: float = 30.0) -
         transport=AiohttpTransport(max_connections=max_connections),
         timeout=httpx.Timeout(timeout_s),
     )
+
+
+async def send_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    query: Mapping[str, str],
+    body: Any = None,
+    headers: Mapping[str, str],
+    timeout_s: float,
+) -> httpx.Response:
+    """One JSON request, built directly as an ``httpx.Request`` and sent by ``client``.
+
+    Same bytes on the wire as ``client.request(method, url, params=query, json=body, ...)``
+    minus the client's default headers, at about half its CPU: ``AsyncClient.request`` merges
+    the base URL, params, headers and cookies by re-parsing the URL several times, ~100 µs
+    per call, a sixth of an ADF action's CPU in bench/executors.py.
+    """
+    target = f"{url}?{urlencode(query, quote_via=quote)}" if query else url
+    fields = {**headers}
+    content = b""
+    if body is not None:
+        content = orjson.dumps(body)
+        fields["Content-Type"] = "application/json"
+    request = httpx.Request(
+        method,
+        target,
+        content=content,
+        headers=fields,
+        extensions={"timeout": _timeouts(timeout_s)},
+    )
+    return await client.send(request)
+
+
+@functools.cache
+def _timeouts(seconds: float) -> dict[str, float | None]:
+    return httpx.Timeout(seconds).as_dict()
 
 
 class _NoCookies(httpx.Cookies):
@@ -135,12 +176,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 def _aiohttp_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
     limits = request.extensions.get("timeout") or {}
-    connect, pool = limits.get("connect"), limits.get("pool")
+    return _client_timeout(limits.get("connect"), limits.get("pool"), limits.get("read"))
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(
+    connect: float | None, pool: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None,
         connect=None if connect is None or pool is None else connect + pool,
         sock_connect=connect,
-        sock_read=limits.get("read"),
+        sock_read=read,
     )
 
 
