@@ -98,6 +98,8 @@ def normalize_detailed(raw: bytes, *, received_at_ms: int) -> Normalized:
     if raw.startswith(_BOM):
         raw = raw[len(_BOM) :]
     try:
+        # the stdlib, not orjson: orjson 3.8 segfaults on deeply nested objects, and this is
+        # untrusted input (tests/unit/test_normalize_errors.py keeps the case)
         payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise NormalizeError("not_json", type(exc).__name__) from None
