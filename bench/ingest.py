@@ -1,7 +1,8 @@
 """Ingest-path benchmark: normalise + classify + dedup + chain on the embedded broker.
 
     python bench/ingest.py [--alerts 8000] [--batches 100] [--runs-per-batch 50]
-                           [--mode observe|automatic] [--faust-hops 3] [--profile] [--keep]
+                           [--mode observe|automatic] [--faust-hops 3]
+                           [--state-writes-per-run 2] [--profile] [--keep]
 
 Two phases, each on a fresh stack (Tansu broker, simulator, topics). In a phase the same
 messages are pre-loaded once into ``alerts-raw`` and then consumed by each pass in turn,
@@ -13,7 +14,11 @@ never two at once:
    message unchanged; its app comes from ``streams.app.create_app`` with pipemedic's own
    settings (broker, session, timeouts): the framework's floor. ``faust-3hop`` (diagnostic,
    ``--faust-hops``) chains three such agents through topics, the shape of pipemedic's
-   ingest -> dedup -> chains.
+   ingest -> dedup -> chains. ``faust-state`` (diagnostic, ``--state-writes-per-run``) is
+   one such agent that also writes 2 Faust table keys per new run, as the issue's state
+   needs (the run's dedup entry, its chain's attempt count) - with no parsing, no Avro, no
+   audit and no repartition hop: a floor no design that keeps that state in Faust tables
+   can beat here.
 3. **pipemedic** - a real ``pipemedic worker`` child. Every alert passes ingest (normalise +
    classify), dedup (one ``received`` or ``duplicate`` outcome row each) and, for a new
    failure, the chain stage (one ``manual``/``scheduled`` row each).
@@ -247,29 +252,31 @@ async def raw_passthrough(bootstrap: str, broker_pid: int, expected: int, timeou
     return Rate(expected, (last - first) / 1000, cpu=meter.line())
 
 
-def faust_passthrough(s, expected: int, timeout_s: float, hops: int = 1) -> Rate:
+def faust_passthrough(
+    s, expected: int, timeout_s: float, hops: int = 1, writes: int = 0
+) -> Rate:
     settings = s.settings.model_copy(
         update={"app_id": f"bench-faust-{uuid.uuid4().hex[:8]}", "web_port": _free_port()}
     )
-    if hops > 1:
-        asyncio.run(
-            create_topics(s.bootstrap, [*hop_topics(hops), FAUST_SINK], s.settings.partitions)
-        )
+    sink = sink_for(hops, writes)
+    if sink != FAUST_SINK:
+        asyncio.run(create_topics(s.bootstrap, [*hop_topics(hops), sink], s.settings.partitions))
     started_ms = time.time() * 1000
     child = s.start_script(
         PASSTHROUGH,
-        f"faust-passthrough-{hops}",
+        f"faust-passthrough-{hops}" + ("-state" if writes else ""),
         settings,
         BENCH_SOURCE=routing.RAW,
-        BENCH_SINK=sink_for(hops),
+        BENCH_SINK=sink,
         BENCH_HOPS=str(hops),
+        BENCH_WRITES=str(writes),
     )
     meter = CpuMeter(
         {"faust worker": child.pid, "broker": s.broker.process.pid, "bench": os.getpid()}
     )
     try:
         first, last, pause = asyncio.run(
-            _faust_sink(s.bootstrap, sink_for(hops), expected, timeout_s, child, meter)
+            _faust_sink(s.bootstrap, sink, expected, timeout_s, child, meter)
         )
     finally:
         s.stop_children()
@@ -278,8 +285,15 @@ def faust_passthrough(s, expected: int, timeout_s: float, hops: int = 1) -> Rate
     return rate
 
 
-def sink_for(hops: int) -> str:
+def sink_for(hops: int, writes: int = 0) -> str:
+    if writes:
+        return f"{FAUST_SINK}-state"
     return FAUST_SINK if hops == 1 else f"{FAUST_SINK}-{hops}"
+
+
+def state_writes(args: argparse.Namespace, new_runs: int, messages: int) -> int:
+    """Table writes per input message for the ``faust-state`` floor."""
+    return round(args.state_writes_per_run * new_runs / messages)
 
 
 async def _faust_sink(
@@ -427,6 +441,13 @@ def phase(
             progress(f"bare Faust, {args.faust_hops} agents in a row (child process) ...")
             rates[name] = faust_passthrough(s, len(payloads), args.timeout, args.faust_hops)
             progress(f"  {name}: {rates[name].per_s:,.0f} msg/s")
+        writes = state_writes(args, new_runs, len(payloads))
+        if "faust" in passes and writes:
+            progress(f"bare Faust forwarding and writing {writes} table keys per message ...")
+            rates["faust-state"] = faust_passthrough(
+                s, len(payloads), args.timeout, writes=writes
+            )
+            progress(f"  faust-state: {rates['faust-state'].per_s:,.0f} msg/s")
         if "pipemedic" in passes:
             progress(f"pipemedic worker ({args.mode} mode) ...")
             rates["pipemedic"] = pipemedic_pass(
@@ -462,7 +483,7 @@ def report(title: str, rates: dict[str, Rate], records_per_message: float | None
     if pm and "raw" in rates:
         print(f"ratio_vs_raw: {pm.per_s / rates['raw'].per_s:.3f}")
     for name, rate in rates.items():
-        if pm and name.startswith("faust-"):  # diagnostic: the floor of a 3-agent topology
+        if pm and name.startswith("faust-"):  # diagnostics: floors of a topology / of state
             print(
                 f"  ratio_vs_{name.replace('-', '_')}: {pm.per_s / rate.per_s:.3f}  "
                 f"(bare Faust {name} / 1 agent: {rate.per_s / rates['faust'].per_s:.3f})"
@@ -507,6 +528,13 @@ def main() -> None:
         default=3,
         help="also time bare Faust through this many agents in a row "
         "(pipemedic's ingest -> dedup -> chains is 3; 1: skip)",
+    )
+    parser.add_argument(
+        "--state-writes-per-run",
+        type=int,
+        default=2,
+        help="faust-state: bare Faust forwarding plus this many table writes per new run "
+        "(2: a run's dedup entry and its chain, as pipemedic; 0: skip)",
     )
     parser.add_argument(
         "--only",
