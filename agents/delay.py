@@ -1,17 +1,19 @@
 """Delay tiers: hold each record until it is due without blocking anything else.
 
 Every record in a tier waits the same time, so the head of a partition is always due first.
-A record that is not yet due is held in memory, unacknowledged (a crash or a rebalance
-redelivers it from the last commit), together with every later record of its partition:
-that partition is logically paused until its head is due, while other partitions and tiers
-keep flowing. Held records are acknowledged only after they were forwarded, so committed
-offsets never pass a record that has not fired.
+A tier message is a batch of the requests one step routed there together; it is due when
+its last item's hop ends (at most the sender's linger after its first). A message that is not
+yet due is held in memory, unacknowledged (a crash or a rebalance redelivers it from the last
+commit), together with every later message of its partition: that partition is logically
+paused until its head is due, while other partitions and tiers keep flowing. Held messages
+are acknowledged only after their items were forwarded, so committed offsets never pass a
+record that has not fired.
 
 The consumer itself is never paused. Faust drops records of a partition paused in the middle
 of a fetched batch, and seeking back to recover them makes its gap bookkeeping skip records
 for good (measured with bench/delay_lateness.py); holding in memory has neither problem, and a
 release needs no new fetch, so records fire on their timer. Memory is bounded by
-``max_held``: above it the agent stops taking records until some are released, which delays
+``max_held``: above it the agent stops taking messages until some are released, which delays
 intake but never drops anything.
 """
 
@@ -22,38 +24,49 @@ from collections import deque
 from typing import Any
 
 from agents.common import CRASH_WORKER, dead_letter_failure, now_ms
-from agents.outbox import send_request
+from agents.outbox import Outbox
 from streams.app import Topology
-from streams.codecs import Undecodable, decode
+from streams.codecs import Undecodable, decode_items
 from streams.policy import backoff
 from streams.policy.model import ActionRequest
 
-MAX_HELD = 100_000  # records held per worker before intake waits
+MAX_HELD = 100_000  # messages held per worker before intake waits
+
+
+class Held:
+    """One tier message: its event, its decoded items and when the last of them is due."""
+
+    __slots__ = ("event", "items", "due_at")
+
+    def __init__(self, event: Any, items: list[dict[str, Any]]) -> None:
+        self.event = event
+        self.items = items
+        self.due_at = max((item["hop_due_at"] for item in items), default=0)
 
 
 class TierHolds:
-    """Per topic-partition FIFOs of records waiting for their hop to end."""
+    """Per topic-partition FIFOs of tier messages waiting for their hop to end."""
 
     def __init__(self, topology: Topology, stream: Any, *, max_held: int = MAX_HELD) -> None:
         self.topology = topology
         self.stream = stream
         self.max_held = max_held
-        self.waiting: dict[tuple[str, int], deque[Any]] = {}
+        self.waiting: dict[tuple[str, int], deque[Held]] = {}
         self.timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self.held = 0
         self.room = asyncio.Event()
         self.room.set()
         self.generation = 0  # bumped on rebalance: held records of revoked partitions are dropped
 
-    async def offer(self, event: Any, request: dict[str, Any]) -> None:
-        """Hold ``event`` (its decoded ``request``) until its hop ends, then forward it."""
-        held = (event, request)
+    async def offer(self, event: Any, items: list[dict[str, Any]]) -> None:
+        """Hold ``event`` (its decoded request ``items``) until its hop ends, then forward."""
+        held = Held(event, items)
         tp = (event.message.topic, event.message.partition)
         queue = self.waiting.get(tp)
-        if queue:  # an earlier record of this partition is waiting: keep offset order
+        if queue:  # an earlier message of this partition is waiting: keep offset order
             await self._hold(tp, queue, held)
         elif self._hold_ms(held) <= 0:
-            await self._forward(held)
+            await self._forward([held])
         else:
             queue = self.waiting[tp] = deque()
             await self._hold(tp, queue, held)
@@ -69,15 +82,15 @@ class TierHolds:
         self.held = 0
         self.room.set()
 
-    async def _hold(self, tp: tuple[str, int], queue: deque[Any], held: Any) -> None:
+    async def _hold(self, tp: tuple[str, int], queue: deque[Held], held: Held) -> None:
         queue.append(held)
         self.held += 1
         if self.held >= self.max_held:
             self.room.clear()
             await self.room.wait()  # backpressure: take nothing more until records fire
 
-    def _hold_ms(self, held: Any) -> int:
-        return backoff.hold_ms(held[1]["hop_due_at"], now_ms())
+    def _hold_ms(self, held: Held) -> int:
+        return backoff.hold_ms(held.due_at, now_ms())
 
     def _arm(self, tp: tuple[str, int]) -> None:
         head = self.waiting[tp][0]
@@ -92,12 +105,13 @@ class TierHolds:
             return
         self.timers.pop(tp, None)
         queue = self.waiting.get(tp)
+        due: list[Held] = []
         while queue and self._hold_ms(queue[0]) <= 0:
-            held = queue.popleft()
-            self.held -= 1
-            await self._forward(held)
-            if generation != self.generation:
-                return
+            due.append(queue.popleft())
+        self.held -= len(due)
+        await self._forward(due)  # every message due now, in one send
+        if generation != self.generation:
+            return
         if self.held < self.max_held:
             self.room.set()
         if queue:
@@ -105,14 +119,27 @@ class TierHolds:
         else:
             self.waiting.pop(tp, None)
 
-    async def _forward(self, held: Any) -> None:
-        event, value = held
+    async def _forward(self, due: list[Held]) -> None:
+        """Send the items of ``due`` on (to their action topic or their next tier), then
+        acknowledge the messages. A message with an item that is not a request is also
+        dead-lettered; its other items still go."""
+        outbox = Outbox(self.topology)
+        now = now_ms()
+        bad: list[tuple[Held, Exception]] = []
+        for held in due:
+            for item in held.items:
+                try:
+                    outbox.add_request(ActionRequest.from_dict(item), now=now)
+                except Exception as exc:
+                    bad.append((held, exc))
         try:
-            request = ActionRequest.from_dict(value)
-            await send_request(self.topology, request, now=now_ms())
+            await outbox.flush()
         except Exception as exc:
-            await dead_letter_failure(self.topology, event.message, exc)
-        await self.stream.ack(event)
+            bad = [(held, exc) for held in due]
+        for held, exc in bad:
+            await dead_letter_failure(self.topology, held.event.message, exc)
+        for held in due:
+            await self.stream.ack(held.event)
 
 
 def register(topology: Topology) -> None:
@@ -130,12 +157,12 @@ def register(topology: Topology) -> None:
         holds.append(tier_holds)
         async for event in manual.events():
             try:
-                request = decode("action_request", event.value)
+                items = decode_items("action_request", event.value)
             except Undecodable as exc:
                 await dead_letter_failure(topology, event.message, exc)
                 await manual.ack(event)
                 continue
-            await tier_holds.offer(event, request)
+            await tier_holds.offer(event, items)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -44,7 +44,8 @@ class StepRunner:
         self.topology = topology
         self.budget = budget
         self.cost_usd = config.action_cost_usd.get(action, 0.0)
-        self.outbox = SharedOutbox(topology)  # steps finishing together share messages
+        # steps finishing together share messages
+        self.outbox = SharedOutbox(topology, linger_s=topology.settings.executor_linger_s)
         self.platforms = platforms
         self.procedure = procedure_for(action, platforms.estate)
         self.config = config

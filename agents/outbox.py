@@ -18,7 +18,7 @@ from faust.exceptions import ProducerSendError
 
 from streams.app import Topology
 from streams.codecs import encode, encode_items
-from streams.policy import routing
+from streams.policy import backoff, routing
 from streams.policy.dedup import dedup_key
 from streams.policy.model import ActionRequest, ChainEvent, ClassifiedAlert, Outcome
 from streams.policy.steps import Effects
@@ -41,10 +41,11 @@ class Outbox:
     (classified alerts, chain events, outcomes) gets one batch message per step.
 
     Items keep their order within a partition, which is all Kafka promised for single
-    messages too. Action requests stay one message each: executors and delay tiers act on
-    them one by one. ``flush`` sends; callers write their tables only after it. A send the
-    producer gives up on (broker unreachable past its own retries) is tried again after
-    ``retry_delays_s``; what was sent already is not sent again.
+    messages too. Requests are routed when added: those due go to their action topic one
+    message each (executors act on them one by one), those that must wait go to their delay
+    tier in one batch per tier partition. ``flush`` sends; callers write their tables only
+    after it. A send the producer gives up on (broker unreachable past its own retries) is
+    tried again after ``retry_delays_s``; what was sent already is not sent again.
     """
 
     def __init__(
@@ -56,7 +57,8 @@ class Outbox:
         self.classified: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.outcomes: list[tuple[str, dict[str, Any]]] = []
-        self.requests: list[tuple[ActionRequest, int]] = []
+        self.due: list[ActionRequest] = []  # routed to their action topics
+        self.waiting: dict[tuple[int, int], list[tuple[str, dict[str, Any]]]] = {}  # tier, partition
 
     def add_classified(self, record: ClassifiedAlert) -> None:
         key = dedup_key(record.alert)
@@ -74,7 +76,14 @@ class Outbox:
         self.outcomes.extend((o.chain_id or o.dedup_key, o.to_dict()) for o in outcomes)
 
     def add_request(self, request: ActionRequest, *, now: int) -> None:
-        self.requests.append((request, now))
+        """Route ``request`` as of ``now``: to its action topic, or to the tier its wait needs."""
+        _, routed = routing.route(request, now_ms=now, tiers=self.topology.tiers)
+        if not routed.tier:
+            self.due.append(routed)
+            return
+        key = routed.chain_id
+        place = (backoff.tier_seconds(routed.tier), partition_for(key, self.partitions))
+        self.waiting.setdefault(place, []).append((key, routed.to_dict()))
 
     def add_effects(self, effects: Effects, *, now: int) -> None:
         for alert in effects.alerts:
@@ -106,10 +115,17 @@ class Outbox:
             items = self.chain_events[partition]
             await _send_batch(topology.chain_events, "chain_event", items, partition)
             del self.chain_events[partition]
-        while self.requests:
-            request, now = self.requests[0]
-            await send_request(topology, request, now=now)
-            self.requests.pop(0)
+        for place in list(self.waiting):
+            tier_s, partition = place
+            topic = topology.delays[tier_s]
+            await _send_batch(topic, "action_request", self.waiting[place], partition)
+            del self.waiting[place]
+        while self.due:
+            request = self.due[0]
+            await topology.actions[request.action].send(
+                key=request.chain_id, value=encode("action_request", request.to_dict())
+            )
+            self.due.pop(0)
         if self.outcomes:  # the sink keeps no state: any partition will do
             await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
             self.outcomes = []
@@ -185,14 +201,3 @@ async def send_outcomes(topology: Topology, outcomes: Iterable[Outcome]) -> None
     outbox = Outbox(topology)
     outbox.add_outcomes(outcomes)
     await outbox.flush()
-
-
-async def send_request(topology: Topology, request: ActionRequest, *, now: int) -> str:
-    """Route a request to its action topic, or to the delay tier its wait needs."""
-    name, routed = routing.route(request, now_ms=now, tiers=topology.tiers)
-    if routed.tier:
-        topic = topology.delays[int(routed.tier.rstrip("s"))]
-    else:
-        topic = topology.actions[routed.action]
-    await topic.send(key=routed.chain_id, value=encode("action_request", routed.to_dict()))
-    return name

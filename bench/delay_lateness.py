@@ -59,7 +59,7 @@ from common import (
 )
 
 from pipemedic.worker import load_rulebook, plan_tiers
-from streams.codecs import encode
+from streams.codecs import encode_items
 from streams.policy import routing
 from streams.policy.model import Action, ActionRequest, Alert, Classification, Kind, Step
 
@@ -124,7 +124,7 @@ async def produce_delayed(
             now = int(time.time() * 1000)
             topic, routed = routing.route(manual_request(delay, now), now_ms=now, tiers=tiers)
             assert routed.tier == f"{delay}s" and routed.hop_due_at == routed.due_at, routed
-            value = encode("action_request", routed.to_dict())
+            value = encode_items("action_request", [routed.to_dict()])  # a lone request
             pending.append(await producer.send(topic, value, key=routed.chain_id.encode()))
             sent[routed.chain_id] = (routed.due_at, delay)
             if len(pending) >= 1000:

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     upstream_recheck_s: float = 60.0
     upstream_max_checks: int = 30
     executor_concurrency: int = 256  # actions in flight per worker
+    # steps that finish within this share their messages (one batch per partition of the
+    # chain events, the links, the outcomes and each delay tier): under load far fewer
+    # messages for the stages downstream to take one by one, for at most this much latency
+    executor_linger_s: float = 0.05
     # estimated compute cost (USD) of one executed action, for the cost KPI and dashboard;
     # e.g. PIPEMEDIC_ACTION_COST_USD='{"retry_pipeline": 0.4}'
     action_cost_usd: dict[str, float] = Field(

@@ -2,7 +2,8 @@
 
 Every record in a tier waits the same time, so within a partition the head record is always
 the one due first: the consumer only ever waits for the head and pauses that partition alone
-(Spring Kafka's non-blocking retries). The tiers are derived from the configured schedules:
+(Spring Kafka's non-blocking retries). Records routed together travel as one batch message,
+held until its last item's hop ends: at most the sender's linger later than the first's. The tiers are derived from the configured schedules:
 a wait that is not a tier is rounded *up* to the next tier (a record never fires early), and a
 wait longer than the largest tier hops through it several times, each hop a fixed delay, so
 no single hold outlives the largest tier.
@@ -25,6 +26,11 @@ class Hop:
 
 def tier_name(delay_s: int) -> str:
     return f"{delay_s}s"
+
+
+def tier_seconds(name: str) -> int:
+    """The delay of a tier named by :func:`tier_name`."""
+    return int(name.removesuffix("s"))
 
 
 def tier_topic(delay_s: int) -> str:

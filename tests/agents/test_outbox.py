@@ -12,8 +12,15 @@ from types import SimpleNamespace
 import pytest
 
 from agents.outbox import MAX_BATCH_BYTES, Outbox, SharedOutbox, partition_for
-from streams.codecs import decode_items
-from streams.policy.model import Alert, ChainEvent, ClassifiedAlert, Outcome
+from streams.codecs import decode, decode_items
+from streams.policy.model import (
+    ActionRequest,
+    Alert,
+    ChainEvent,
+    Classification,
+    ClassifiedAlert,
+    Outcome,
+)
 from streams.policy.steps import Effects
 
 PARTITIONS = 4
@@ -24,11 +31,14 @@ class RecordingTopic:
     sent: list[tuple[str, bytes, int | None]] = field(default_factory=list)
     fail: bool = False
 
-    async def send(self, *, key, value, partition, value_serializer):
+    async def send(self, *, key, value, partition=None, value_serializer="raw"):
         assert value_serializer == "raw"  # the outbox encodes batches itself
         if self.fail:
             raise ConnectionError("broker gone")
         self.sent.append((key, value, partition))
+
+
+TIERS = (5, 30)
 
 
 def topology():
@@ -37,6 +47,9 @@ def topology():
         classified=RecordingTopic(),
         chain_events=RecordingTopic(),
         outcomes=RecordingTopic(),
+        tiers=TIERS,
+        actions={"retry_pipeline": RecordingTopic()},
+        delays={t: RecordingTopic() for t in TIERS},
     )
 
 
@@ -167,3 +180,48 @@ async def test_a_send_that_keeps_failing_is_raised_after_the_last_retry():
     with pytest.raises(ConnectionError):
         await outbox.flush()
     assert topo.outcomes.attempts == 2
+
+
+# ---- action requests: due ones one by one, waiting ones batched per tier partition ----------
+
+
+def request(chain_id: str, due_at: int) -> ActionRequest:
+    found = Alert(alert_id=chain_id, source="adf", kind="pipeline_run", scope="f", run_id="r")
+    return ActionRequest(
+        action_id=f"{chain_id}#1:retry_pipeline",
+        chain_id=chain_id,
+        dedup_key=chain_id,
+        action="retry_pipeline",
+        step="execute",
+        attempt=1,
+        max_attempts=3,
+        due_at=due_at,
+        alert=found,
+        classification=Classification("GatewayTimeout", "low", "retry_pipeline", 3, (5,), "t"),
+    )
+
+
+async def test_due_requests_go_one_by_one_and_waiting_ones_in_one_batch_per_tier_partition():
+    topo = topology()
+    outbox = Outbox(topo)
+    now = 1_000_000
+    due = [request(f"due-{i}", now) for i in range(3)]
+    short = [request(f"short-{i}", now + 4_000) for i in range(20)]  # 5 s tier
+    long = [request(f"long-{i}", now + 600_000) for i in range(20)]  # hops through 30 s
+    for r in (*due, *short, *long):
+        outbox.add_request(r, now=now)
+    await outbox.flush()
+
+    singles = topo.actions["retry_pipeline"].sent
+    assert [key for key, _, _ in singles] == [r.chain_id for r in due]
+    assert [decode("action_request", body)["tier"] for _, body, _ in singles] == ["", "", ""]
+    for tier, sent in ((5, short), (30, long)):
+        messages = topo.delays[tier].sent
+        assert len(messages) == len({p for _, _, p in messages}) <= PARTITIONS
+        items = []
+        for _, body, partition in messages:
+            batch = decode_items("action_request", body)
+            assert {partition_for(i["chain_id"], PARTITIONS) for i in batch} == {partition}
+            assert {(i["tier"], i["hop_due_at"]) for i in batch} == {(f"{tier}s", now + tier * 1000)}
+            items += [i["chain_id"] for i in batch]
+        assert sorted(items) == sorted(r.chain_id for r in sent)

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pipemedic.stack import DEMO_DATA
-from streams.codecs import encode
+from streams.codecs import encode_items
 from streams.policy.model import ActionRequest, Alert, Classification
 
 FACTORY = "adf-sales-prod"
@@ -52,7 +52,7 @@ def rules_file(folder: Path, schedules: dict[str, list[int]]) -> Path:
 
 
 def manual_request(chain_id: str, *, due_in_s: float, hop_due_in_s: float, tier: int) -> tuple[bytes, bytes]:
-    """A ``manual`` action request as a delay tier holds it: (key, Avro value)."""
+    """A ``manual`` action request as a delay tier holds it: (key, Avro batch of one)."""
     now_ms = int(time.time() * 1000)
     alert = Alert(alert_id=chain_id, source="adf", kind="pipeline_run", scope=FACTORY, run_id=chain_id)
     cls = Classification("Probe", "low", "manual", 1, (tier,), "delay probe")
@@ -60,4 +60,4 @@ def manual_request(chain_id: str, *, due_in_s: float, hop_due_in_s: float, tier:
         action_id=f"{chain_id}#1:manual", chain_id=chain_id, dedup_key=chain_id, action="manual",
         step="execute", attempt=1, max_attempts=1, due_at=now_ms + int(due_in_s * 1000), alert=alert,
         classification=cls, tier=f"{tier}s", hop_due_at=now_ms + int(hop_due_in_s * 1000))
-    return chain_id.encode(), encode("action_request", request.to_dict())
+    return chain_id.encode(), encode_items("action_request", [request.to_dict()])

@@ -29,7 +29,7 @@ from pipemedic.simulator import Call
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
 from pipemedic.worker import planned_topics
 from streams.adapters.clickhouse import open_store
-from streams.codecs import decode, encode
+from streams.codecs import decode_items, encode
 from streams.policy import routing
 from streams.policy.model import ActionRequest
 
@@ -301,10 +301,11 @@ async def scheduled_requests(
         while len(found) < len(set(wanted)) and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for message in (m for ms in batches.values() for m in ms):
-                request = ActionRequest.from_dict(decode("action_request", message.value))
-                key = (request.chain_id, request.attempt)
-                if request.step == "execute" and key in wanted:
-                    found.setdefault(key, request)
+                for item in decode_items("action_request", message.value):
+                    request = ActionRequest.from_dict(item)
+                    key = (request.chain_id, request.attempt)
+                    if request.step == "execute" and key in wanted:
+                        found.setdefault(key, request)
     finally:
         await consumer.stop()
     missing = [key for key in wanted if key not in found]
