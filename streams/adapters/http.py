@@ -10,12 +10,13 @@ retry policy:
   carries neither but an ARM ``x-ms-ratelimit-remaining-*`` budget reads 0, a fixed default;
 * ids that arrive in alerts become URL path segments that cannot change the path.
 
-Connection reuse decides throughput (hundreds of calls in flight per worker), so
-:func:`shared_http_client` builds the one client all HTTP adapters share. Its requests travel
-over aiohttp's connection pool (:class:`AiohttpTransport`): httpx's own pool (httpcore 1.0)
-re-checks every pooled connection for every request and collapses to ~100-200 requests/s at
-50+ in flight (encode/httpx#3215), while the adapters keep the httpx API and
-``httpx.MockTransport`` tests.
+Connection reuse and the client's own CPU per call decide throughput (hundreds of calls in
+flight per worker), so :func:`shared_http_client` builds the one client all HTTP adapters
+share. Its requests travel over a lean keep-alive pool (:class:`WireTransport`,
+:mod:`streams.adapters.wire`): httpx's own pool (httpcore 1.0) re-checks every pooled
+connection for every request and collapses to ~100-200 requests/s at 50+ in flight
+(encode/httpx#3215), and aiohttp, used before, costs about twice the CPU per exchange
+(``bench/http_calls.py``). The adapters keep the httpx API and ``httpx.MockTransport`` tests.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import httpx
 import orjson
-import yarl
 
+from streams.adapters import wire
 from streams.adapters.errors import ErrorKind, PlatformError
 
 # A 429 that names no wait at all: long enough for an ARM token bucket to refill a little,
@@ -56,7 +56,7 @@ _DETAIL_CHARS = 300
 def shared_http_client(*, max_connections: int = 256, timeout_s: float = 30.0) -> httpx.AsyncClient:
     """The one client every HTTP adapter of a worker shares; close it with ``aclose()``."""
     return CookielessClient(
-        transport=AiohttpTransport(max_connections=max_connections),
+        transport=WireTransport(max_connections=max_connections),
         timeout=httpx.Timeout(timeout_s),
     )
 
@@ -78,7 +78,7 @@ async def send_json(
     the base URL, params, headers and cookies by re-parsing the URL several times, ~100 µs
     per call, a sixth of an ADF action's CPU in bench/executors.py.
     """
-    target = f"{url}?{urlencode(query, quote_via=quote)}" if query else url
+    target = _url(url, tuple(query.items()) if query else ())
     fields = {**headers}
     content = b""
     if body is not None:
@@ -94,6 +94,13 @@ async def send_json(
     return await client.send(request)
 
 
+@functools.lru_cache(maxsize=4096)
+def _url(url: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
+    """Parsed once per distinct URL: a factory's ``queryPipelineRuns``, a run's status, the
+    token endpoint come back again and again, and httpx parses a URL in ~35 us."""
+    return httpx.URL(f"{url}?{urlencode(query, quote_via=quote)}" if query else url)
+
+
 @functools.cache
 def _timeouts(seconds: float) -> dict[str, float | None]:
     return httpx.Timeout(seconds).as_dict()
@@ -105,12 +112,52 @@ class _NoCookies(httpx.Cookies):
 
 
 class CookielessClient(httpx.AsyncClient):
-    """An httpx client that neither keeps nor sends cookies.
+    """An httpx client that neither keeps nor sends cookies, and hands a plain request
+    straight to its transport.
 
     ARM, Azure AD and playbook endpoints authenticate with bearer tokens; httpx's cookie jar
     costs ~7% of a worker's CPU per action (parsing every response, copying the jar into
-    every request), measured with py-spy in bench/executors.py.
+    every request), measured with py-spy in bench/executors.py. A request with no auth, no
+    redirects to follow and no event hooks needs nothing of ``AsyncClient.send`` but the
+    transport and reading the body, so it skips the auth and redirect generators, the timer
+    and the per-request log line (~30 us of the ~160 us a call cost through ``send``).
     """
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
+        super().__init__(transport=transport, **kwargs)
+        self._direct = transport
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        plain = (
+            not stream
+            and auth is httpx.USE_CLIENT_DEFAULT
+            and follow_redirects is httpx.USE_CLIENT_DEFAULT
+            and self.auth is None
+            and not self.follow_redirects
+            and not any(self.event_hooks.values())
+            and not self.is_closed
+        )
+        if not plain:
+            return await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        if "timeout" not in request.extensions:
+            request.extensions["timeout"] = self.timeout.as_dict()
+        response = await self._direct.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -127,72 +174,47 @@ class CookielessClient(httpx.AsyncClient):
 _NO_COOKIES = _NoCookies()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx requests sent through one aiohttp keep-alive pool.
+class WireTransport(httpx.AsyncBaseTransport):
+    """httpx requests sent over one keep-alive pool (:mod:`streams.adapters.wire`).
 
     The URL goes out byte for byte as httpx built it (escaped path segments stay escaped),
-    timeouts follow httpx's per-request ``timeout`` extension, and aiohttp's failures become
+    timeouts follow httpx's per-request ``timeout`` extension, and the pool's failures become
     the httpx exceptions :func:`error_from_exception` understands.
     """
 
     def __init__(self, *, max_connections: int = 256) -> None:
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = wire.Pool(max_connections=max_connections)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._session is None:  # built on first use: it binds to the running loop
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # bearer tokens only, as CookielessClient
-            )
-        body = await request.aread()
+        url = request.url
+        scheme = url.scheme
+        origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        limits = request.extensions.get("timeout") or {}
+        connect, pool = limits.get("connect"), limits.get("pool")
         try:
-            async with self._session.request(
+            answer = await self._pool.exchange(
                 request.method,
-                yarl.URL(str(request.url), encoded=True),
-                headers=list(request.headers.multi_items()),
-                data=body or None,
-                allow_redirects=False,
-                timeout=_aiohttp_timeout(request),
-            ) as answer:
-                content = await answer.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
+                origin,
+                url.raw_path.decode("ascii"),
+                request.headers.raw,
+                await request.aread(),
+                connect_timeout=None if connect is None or pool is None else connect + pool,
+                read_timeout=limits.get("read"),
+            )
+        except wire.ConnectTimedOut as exc:
+            raise httpx.ConnectTimeout(str(exc), request=request) from exc
+        except wire.ReadTimedOut as exc:
+            raise httpx.ReadTimeout(str(exc), request=request) from exc
+        except wire.ConnectFailed as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        except wire.PeerClosed as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
         return httpx.Response(
-            answer.status, headers=list(answer.raw_headers), content=content, request=request
+            answer.status, headers=answer.headers, content=answer.body, request=request
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _aiohttp_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    limits = request.extensions.get("timeout") or {}
-    return _client_timeout(limits.get("connect"), limits.get("pool"), limits.get("read"))
-
-
-@functools.lru_cache(maxsize=64)
-def _client_timeout(
-    connect: float | None, pool: float | None, read: float | None
-) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=None if connect is None or pool is None else connect + pool,
-        sock_connect=connect,
-        sock_read=read,
-    )
+        await self._pool.close()
 
 
 def path_segment(value: str, what: str) -> str:
