@@ -1,4 +1,4 @@
-"""databricks-sdk calls run on the event loop; their HTTP exchanges go over aiohttp.
+"""databricks-sdk calls run on the event loop; their HTTP exchanges go over the wire pool.
 
 The SDK is synchronous. On a thread pool a call cost ~0.9 ms of CPU under the GIL (measured
 with ``bench/databricks_calls.py``: 64 calls in flight, 50 ms latency): ~0.3 ms of it in
@@ -13,10 +13,15 @@ per call in all):
   answers each request from the *script* of the running call: the exchanges made so far.
 * :meth:`SdkCalls.run` runs the operation (e.g. ``lambda w: w.clusters.get(cid)``). When the
   script has no answer for a request, :class:`_Exchange` carries the request out of the SDK;
-  aiohttp sends it, the answer joins the script and the operation runs again from the start,
+  the worker's keep-alive pool (:mod:`streams.adapters.wire`, ~half aiohttp's CPU per
+  exchange) sends it, or aiohttp when the environment names a proxy for the workspace; the
+  answer joins the script and the operation runs again from the start,
   this time receiving that answer as a ``requests.Response`` (or the ``requests`` exception a
   failed connection would have raised). Most calls make one request: two passes of SDK code
   (~40 us) instead of a thread hop.
+
+Redirects are not followed on the direct path (the REST API answers where it is asked; a
+3xx reaches the SDK as the error it is), but are through a proxy, as requests did.
 
 A rerun is faithful because an operation depends only on the answers it gets: it runs
 synchronously, and its clock refuses to sleep (waiting is the retry policy's job, see
@@ -36,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import requests
@@ -46,6 +51,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.clock import Clock
 from databricks.sdk.config import Config
 from requests.structures import CaseInsensitiveDict
+
+from streams.adapters import wire
 
 T = TypeVar("T")
 
@@ -118,7 +125,9 @@ class SdkCalls:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=timeout_s, sock_read=timeout_s
         )
-        self._http: aiohttp.ClientSession | None = None
+        self._timeout_s = timeout_s
+        self._pool = wire.Pool(max_connections=connections)
+        self._http: aiohttp.ClientSession | None = None  # only through a proxy
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, workspace: Workspace, operation: Callable[[WorkspaceClient], T]) -> T:
@@ -138,15 +147,15 @@ class SdkCalls:
 
     def close(self) -> None:
         """Close the pooled connections on the loop they belong to, from anywhere."""
-        http, self._http = self._http, None
-        if http is None or http.closed or self._loop is None or self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
             return
         if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(http.close(), self._loop)
+            asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
         else:
-            self._loop.run_until_complete(http.close())
+            self._loop.run_until_complete(self.aclose())
 
     async def aclose(self) -> None:
+        await self._pool.close()
         http, self._http = self._http, None
         if http is not None:
             await http.close()
@@ -154,10 +163,43 @@ class SdkCalls:
     async def _send(
         self, workspace: Workspace, request: requests.PreparedRequest
     ) -> _Answer | Exception:
+        self._loop = asyncio.get_running_loop()
+        if workspace.proxy:
+            return await self._send_by_proxy(workspace, request)
+        url = urlsplit(request.url)
+        scheme = url.scheme
+        origin = (scheme, url.hostname or "", url.port or (443 if scheme == "https" else 80))
+        target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
+        fields = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in request.headers.items()
+        ]
+        body = request.body or b""
+        try:
+            answer = await self._pool.exchange(
+                request.method or "GET",
+                origin,
+                target,
+                fields,
+                body.encode() if isinstance(body, str) else body,
+                connect_timeout=self._timeout_s,
+                read_timeout=self._timeout_s,
+                tls=workspace.tls if isinstance(workspace.tls, ssl.SSLContext) else None,
+            )
+        except Exception as exc:
+            return as_requests_error(exc)
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in answer.headers:  # repeated headers joined, as urllib3 does
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return _Answer(answer.status, answer.reason, headers, answer.body, request.url)
+
+    async def _send_by_proxy(
+        self, workspace: Workspace, request: requests.PreparedRequest
+    ) -> _Answer | Exception:
         if self._http is None:  # built on first use: it binds to the running loop
             connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0)
             self._http = aiohttp.ClientSession(connector=connector)
-            self._loop = asyncio.get_running_loop()
         try:
             async with self._http.request(
                 request.method,
@@ -291,9 +333,17 @@ _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#@!$&'()*+,;=]*")
 
 
 def as_requests_error(exc: Exception) -> Exception:
-    """The ``requests`` exception for an aiohttp failure, so the SDK's retry decision and
-    our error table see what they always saw."""
+    """The ``requests`` exception for a failed exchange (the wire pool's or aiohttp's), so
+    the SDK's retry decision and our error table see what they always saw."""
     message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, wire.ConnectTimedOut):
+        return requests.ConnectTimeout(message)
+    if isinstance(exc, wire.ReadTimedOut):
+        return requests.ReadTimeout(message)
+    if isinstance(exc, wire.TlsFailed):
+        return requests.exceptions.SSLError(message)
+    if isinstance(exc, wire.WireError):
+        return requests.ConnectionError(message)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return requests.ConnectTimeout(message)
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):

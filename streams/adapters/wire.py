@@ -43,6 +43,10 @@ class ConnectFailed(WireError):
     pass
 
 
+class TlsFailed(ConnectFailed):
+    """The TLS handshake failed (an untrusted certificate, or no TLS on that port)."""
+
+
 class ConnectTimedOut(WireError):
     pass
 
@@ -58,6 +62,7 @@ class PeerClosed(WireError):
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
+    reason: str
     headers: list[tuple[bytes, bytes]]  # as received, names in their original case
     body: bytes
 
@@ -73,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.answer: asyncio.Future[Answer] | None = None
+        self.reason = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.headers_done = False
@@ -109,6 +115,9 @@ class _Connection(asyncio.Protocol):
         self._fail(PeerClosed(f"server closed the connection ({exc or 'EOF'})"))
 
     # -- httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason.decode("latin-1")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
@@ -127,6 +136,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes, read_timeout: float | None) -> asyncio.Future[Answer]:
         self.answer = self._loop.create_future()
         self.headers, self.chunks = [], []
+        self.reason = ""
         self.headers_done = False
         self.keep_alive = False
         self.done = False
@@ -150,7 +160,7 @@ class _Connection(asyncio.Protocol):
         answer, self.answer = self.answer, None
         if answer is not None and not answer.done():
             status = self.parser.get_status_code()
-            answer.set_result(Answer(status, self.headers, b"".join(self.chunks)))
+            answer.set_result(Answer(status, self.reason, self.headers, b"".join(self.chunks)))
 
     def _fail(self, error: WireError) -> None:
         self._cancel_timer()
@@ -207,12 +217,14 @@ class Pool:
         *,
         connect_timeout: float | None,
         read_timeout: float | None,
+        tls: ssl.SSLContext | None = None,
     ) -> Answer:
         """Send one request (``target``: the path and query, already escaped) and read the
         whole answer. ``headers`` go out as given; ``Host`` and ``Content-Length`` are added
-        unless they are among them."""
+        unless they are among them. ``tls``: the context for a new https connection, instead
+        of the pool's."""
         head = _request_head(method, origin, target, headers, len(body))
-        connection = await self._acquire(origin, connect_timeout)
+        connection = await self._acquire(origin, connect_timeout, tls)
         try:
             answer = await connection.send(head + body if body else head, read_timeout)
         except BaseException:
@@ -230,7 +242,9 @@ class Pool:
                 self._open -= 1
         self._idle.clear()
 
-    async def _acquire(self, origin: Origin, connect_timeout: float | None) -> _Connection:
+    async def _acquire(
+        self, origin: Origin, connect_timeout: float | None, tls: ssl.SSLContext | None
+    ) -> _Connection:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -251,22 +265,25 @@ class Pool:
                     raise
                 idle = self._idle.get(origin)
                 if idle:
-                    return await self._acquire(origin, connect_timeout)
+                    return await self._acquire(origin, connect_timeout, tls)
         self._open += 1
         try:
-            return await self._connect(origin, connect_timeout)
+            return await self._connect(origin, connect_timeout, tls)
         except BaseException:
             self._open -= 1
             self._wake_one()
             raise
 
-    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+    async def _connect(
+        self, origin: Origin, timeout: float | None, tls: ssl.SSLContext | None
+    ) -> _Connection:
         if self._closed:
             raise ConnectFailed("the connection pool is closed")
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        tls = None
-        if scheme == "https":
+        if scheme != "https":
+            tls = None
+        elif tls is None:
             tls = self._tls or _default_tls()
         try:
             _, connection = await asyncio.wait_for(
@@ -281,7 +298,9 @@ class Pool:
             )
         except TimeoutError as exc:
             raise ConnectTimedOut(f"connecting to {host}:{port} took over {timeout:g}s") from exc
-        except (OSError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            raise TlsFailed(f"TLS with {host}:{port} failed: {exc}") from exc
+        except OSError as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
         return connection
 

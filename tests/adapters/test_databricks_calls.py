@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import requests
 
+from streams.adapters import wire
 from streams.adapters.databricks_calls import SdkCalls, as_requests_error, connect_workspace
 from streams.adapters.errors import ErrorKind, PlatformError
 
@@ -112,7 +113,12 @@ async def test_tls_to_a_plain_http_port_is_transient(start_sim, databricks_for, 
         (aiohttp.ClientOSError(104, "reset"), requests.ConnectionError),
         (ConnectionRefusedError(111, "refused"), requests.ConnectionError),
         (ValueError("not a transport failure"), ValueError),
+        (wire.ConnectTimedOut("slow"), requests.ConnectTimeout),
+        (wire.ReadTimedOut("quiet"), requests.ReadTimeout),
+        (wire.TlsFailed("untrusted"), requests.exceptions.SSLError),
+        (wire.ConnectFailed("refused"), requests.ConnectionError),
+        (wire.PeerClosed("hung up"), requests.ConnectionError),
     ],
 )
-def test_aiohttp_failures_become_what_requests_raised(failure, expected) -> None:
+def test_exchange_failures_become_what_requests_raised(failure, expected) -> None:
     assert type(as_requests_error(failure)) is expected
