@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -551,3 +551,62 @@ def fetch_wait_env(directory: Path, wait_ms: int | None) -> dict[str, str]:
     (patch / "sitecustomize.py").write_text(_FETCH_WAIT_PATCH)
     path = os.pathsep.join(p for p in (str(patch), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "BENCH_FETCH_MAX_WAIT_MS": str(wait_ms)}
+
+
+# ---- client micro-benchmarks -----------------------------------------------------------------
+
+
+@dataclass
+class CallRound:
+    """One measured round of one client variant: wall time and this process's CPU."""
+
+    variant: str
+    calls: int
+    wall_s: float
+    cpu_s: float
+    errors: Counter[str]
+
+    @property
+    def per_s(self) -> float:
+        return self.calls / self.wall_s
+
+    @property
+    def cpu_us(self) -> float:
+        return 1e6 * self.cpu_s / self.calls
+
+
+async def call_round(
+    variant: str,
+    actions: Iterable[Callable[[], Awaitable[Any]]],
+    concurrency: int,
+    calls_per_action: int,
+) -> CallRound:
+    """Run ``actions`` from ``concurrency`` lanes on this loop; CPU is ``process_time`` (every
+    thread of this process). A failed action is counted, not fatal: a rate is still a rate."""
+    errors: Counter[str] = Counter()
+    queue = iter(list(actions))
+    done = 0
+
+    async def lane() -> None:
+        nonlocal done
+        for action in queue:
+            try:
+                await action()
+            except Exception as exc:
+                errors[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
+            done += 1
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return CallRound(variant, calls_per_action * done, wall, cpu, errors)
+
+
+def median_rounds(rounds: list[CallRound]) -> dict[str, tuple[CallRound, Counter[str]]]:
+    """Per variant, in first-seen order: the round with the median CPU per call, and the
+    errors of all its rounds."""
+    result: dict[str, tuple[CallRound, Counter[str]]] = {}
+    for name in dict.fromkeys(r.variant for r in rounds):
+        mine = sorted((r for r in rounds if r.variant == name), key=lambda r: r.cpu_us)
+        result[name] = (mine[len(mine) // 2], sum((r.errors for r in mine), Counter()))
+    return result

@@ -32,16 +32,22 @@ import argparse
 import asyncio
 import os
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import requests.adapters
 import requests.utils
 import yaml
-from common import SimulatorProcess, progress, removed_unless, run_dir
+from common import (
+    CallRound,
+    SimulatorProcess,
+    call_round,
+    median_rounds,
+    progress,
+    removed_unless,
+    run_dir,
+)
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.clock import Clock
 from databricks.sdk.config import Config
@@ -189,23 +195,6 @@ class AdapterCalls:
 # ---- measuring -------------------------------------------------------------------------------
 
 
-@dataclass
-class Round:
-    variant: str
-    calls: int
-    wall_s: float
-    cpu_s: float
-    errors: Counter[str]
-
-    @property
-    def per_s(self) -> float:
-        return self.calls / self.wall_s
-
-    @property
-    def cpu_ms(self) -> float:
-        return 1000 * self.cpu_s / self.calls
-
-
 class Targets:
     def __init__(self, clusters: int, runs: int) -> None:
         self.clusters = iter(f"0101-000000-bench{i:06d}" for i in range(clusters))
@@ -219,24 +208,11 @@ class Targets:
         ]
 
 
-async def measure(variant: str, actions: list[Action], concurrency: int) -> Round:
-    errors: Counter[str] = Counter()
-    queue = iter(actions)
-
-    async def lane() -> None:
-        for action in queue:
-            try:
-                await action()
-            except Exception as exc:  # counted, not fatal: a rate is still a rate
-                errors[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
-
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return Round(variant, 2 * len(actions), wall, cpu, errors)
+async def measure(variant: str, actions: list[Action], concurrency: int) -> CallRound:
+    return await call_round(variant, actions, concurrency, calls_per_action=2)
 
 
-async def bench(args: argparse.Namespace, host: str, targets: Targets) -> list[Round]:
+async def bench(args: argparse.Namespace, host: str, targets: Targets) -> list[CallRound]:
     variants = {"sdk": SdkCalls, "adapter": AdapterCalls}
     names = [args.only] if args.only else list(variants)
     clients = {name: variants[name](host) for name in names}
@@ -251,7 +227,7 @@ async def bench(args: argparse.Namespace, host: str, targets: Targets) -> list[R
                 rounds.append(result)
                 progress(
                     f"round {r + 1} {name}: {result.per_s:,.0f} calls/s, "
-                    f"{result.cpu_ms:.3f} ms CPU/call, errors {sum(result.errors.values())}"
+                    f"{result.cpu_us / 1000:.3f} ms CPU/call, errors {sum(result.errors.values())}"
                 )
         return rounds
     finally:
@@ -289,16 +265,16 @@ def main() -> None:
         f"{args.concurrency} actions in flight, {THREADS} threads/connections, "
         f"{2 * args.actions} calls per round =="
     )
-    median: dict[str, Round] = {}
-    for name in dict.fromkeys(r.variant for r in rounds):
-        mine = sorted((r for r in rounds if r.variant == name), key=lambda r: r.cpu_ms)
-        median[name] = middle = mine[len(mine) // 2]
-        errors: Counter[str] = sum((r.errors for r in mine), Counter())
-        print(f"{name}: calls_per_s: {middle.per_s:.0f}  cpu_ms_per_call: {middle.cpu_ms:.3f}")
+    median = {}
+    for name, (middle, errors) in median_rounds(rounds).items():
+        median[name] = middle
+        print(
+            f"{name}: calls_per_s: {middle.per_s:.0f}  cpu_ms_per_call: {middle.cpu_us / 1000:.3f}"
+        )
         if errors:
             print(f"  errors: {dict(errors)}")
     if len(median) == 2:
-        ratio = median["sdk"].cpu_ms / median["adapter"].cpu_ms
+        ratio = median["sdk"].cpu_us / median["adapter"].cpu_us
         print(f"cpu_ratio_sdk_vs_adapter: {ratio:.2f}")
         print(f"calls_per_s_ratio: {median['adapter'].per_s / median['sdk'].per_s:.2f}")
         print(f"goal >= 2x less CPU per call: {'met' if ratio >= 2 else 'MISSED'}")

@@ -26,12 +26,8 @@ baseline).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -39,7 +35,15 @@ import aiohttp
 import httpx
 import uvloop
 import yaml
-from common import SimulatorProcess, progress, removed_unless, run_dir
+from common import (
+    CallRound,
+    SimulatorProcess,
+    call_round,
+    median_rounds,
+    progress,
+    removed_unless,
+    run_dir,
+)
 
 from streams.adapters import wire
 from streams.adapters.http import send_json, shared_http_client
@@ -161,42 +165,15 @@ VARIANTS = {
 # ---- measuring -------------------------------------------------------------------------------
 
 
-@dataclass
-class Round:
-    variant: str
-    calls: int
-    wall_s: float
-    cpu_s: float
-    errors: Counter[str]
+async def measure(variant: str, call: Call, base: str, actions: int, concurrency: int) -> CallRound:
+    async def action() -> None:
+        await call("GET", f"{base}/pipelineruns/{RUN}", None)
+        await call("POST", f"{base}/queryPipelineRuns", QUERY)
 
-    @property
-    def per_s(self) -> float:
-        return self.calls / self.wall_s
-
-    @property
-    def cpu_us(self) -> float:
-        return 1e6 * self.cpu_s / self.calls
+    return await call_round(variant, [action] * actions, concurrency, calls_per_action=2)
 
 
-async def measure(variant: str, call: Call, base: str, actions: int, concurrency: int) -> Round:
-    errors: Counter[str] = Counter()
-    left = iter(range(actions))
-
-    async def lane() -> None:
-        for _ in left:
-            try:
-                await call("GET", f"{base}/pipelineruns/{RUN}", None)
-                await call("POST", f"{base}/queryPipelineRuns", QUERY)
-            except Exception as exc:  # counted, not fatal: a rate is still a rate
-                errors[f"{type(exc).__name__}: {str(exc)[:100]}"] += 1
-
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return Round(variant, 2 * actions, wall, cpu, errors)
-
-
-async def bench(args: argparse.Namespace, sim_url: str) -> list[Round]:
+async def bench(args: argparse.Namespace, sim_url: str) -> list[CallRound]:
     headers = {"Authorization": f"Bearer {token(sim_url)}"}
     base = f"{sim_url}/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.DataFactory/factories/{FACTORY}"
     clients = {name: build(headers) for name, build in VARIANTS.items()}
@@ -243,11 +220,9 @@ def main() -> None:
         f"== http calls: simulator latency {args.latency_ms:g} ms, {args.concurrency} actions "
         f"in flight, {args.calls} calls per round (GET run + POST queryPipelineRuns) =="
     )
-    median: dict[str, Round] = {}
-    for name in VARIANTS:
-        mine = sorted((r for r in rounds if r.variant == name), key=lambda r: r.cpu_us)
-        median[name] = middle = mine[len(mine) // 2]
-        errors: Counter[str] = sum((r.errors for r in mine), Counter())
+    median = {}
+    for name, (middle, errors) in median_rounds(rounds).items():
+        median[name] = middle
         print(f"{name}: calls_per_s: {middle.per_s:.0f}  cpu_us_per_call: {middle.cpu_us:.0f}")
         if errors:
             print(f"  errors: {dict(errors)}")

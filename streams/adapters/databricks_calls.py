@@ -332,28 +332,25 @@ class _ScriptedSession(requests.Session):
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#@!$&'()*+,;=]*")
 
 
+# A failed exchange (the wire pool's or aiohttp's) -> the ``requests`` exception the SDK's
+# retry decision and our error table always saw; first match wins.
+_AS_REQUESTS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], type], ...] = (
+    (wire.ConnectTimedOut, requests.ConnectTimeout),
+    (wire.ReadTimedOut, requests.ReadTimeout),
+    (wire.TlsFailed, requests.exceptions.SSLError),
+    (wire.WireError, requests.ConnectionError),
+    (aiohttp.ConnectionTimeoutError, requests.ConnectTimeout),
+    ((TimeoutError, aiohttp.ServerTimeoutError), requests.ReadTimeout),
+    (aiohttp.TooManyRedirects, requests.TooManyRedirects),
+    (aiohttp.ClientProxyConnectionError, requests.exceptions.ProxyError),
+    (aiohttp.ClientSSLError, requests.exceptions.SSLError),
+    ((aiohttp.ClientError, OSError), requests.ConnectionError),
+)
+
+
 def as_requests_error(exc: Exception) -> Exception:
-    """The ``requests`` exception for a failed exchange (the wire pool's or aiohttp's), so
-    the SDK's retry decision and our error table see what they always saw."""
-    message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, wire.ConnectTimedOut):
-        return requests.ConnectTimeout(message)
-    if isinstance(exc, wire.ReadTimedOut):
-        return requests.ReadTimeout(message)
-    if isinstance(exc, wire.TlsFailed):
-        return requests.exceptions.SSLError(message)
-    if isinstance(exc, wire.WireError):
-        return requests.ConnectionError(message)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return requests.ConnectTimeout(message)
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return requests.ReadTimeout(message)
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return requests.TooManyRedirects(message)
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return requests.exceptions.ProxyError(message)
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return requests.exceptions.SSLError(message)
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return requests.ConnectionError(message)
+    """The ``requests`` exception for a failed exchange; anything else is returned as is."""
+    for failure, replacement in _AS_REQUESTS:
+        if isinstance(exc, failure):
+            return replacement(f"{type(exc).__name__}: {exc}")
     return exc
