@@ -333,21 +333,18 @@ class Pool:
 def _request_head(
     method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]], length: int
 ) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\n".encode("ascii")]
-    has_host = has_length = False
-    for name, value in headers:
-        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-            raise ValueError(f"header {name!r} holds a line break")
-        lowered = name.lower()
-        has_host = has_host or lowered == b"host"
-        has_length = has_length or lowered == b"content-length"
-        lines += (name, b": ", value, CRLF)
-    if not has_host:
+    fields = b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    # each field ends in the one CRLF added here: any other CR or LF would start a new line
+    if fields.count(b"\n") != len(headers) or fields.count(b"\r") != len(headers):
+        raise ValueError("a header name or value holds a line break")
+    names = {name.lower() for name, _ in headers}
+    lines = [f"{method} {target} HTTP/1.1\r\n".encode("ascii"), fields]
+    if b"host" not in names:
         scheme, host, port = origin
         default = 443 if scheme == "https" else 80
         authority = host if port == default else f"{host}:{port}"
         lines.append(b"Host: %s\r\n" % authority.encode("idna"))
-    if not has_length and (length or method not in ("GET", "HEAD", "DELETE")):
+    if b"content-length" not in names and (length or method not in ("GET", "HEAD", "DELETE")):
         lines.append(b"Content-Length: %d\r\n" % length)
     lines.append(CRLF)
     return b"".join(lines)
