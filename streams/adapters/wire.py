@@ -130,6 +130,10 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # informational: the answer follows
+            self.headers, self.chunks, self.reason = [], [], ""
+            self.headers_done = False
+            return
         self._finish()
 
     # -- one exchange
@@ -151,6 +155,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.answer is not None and not self.answer.done():
+            self.answer.cancel()  # abandoned (the caller was cancelled): nobody will read it
         if self.transport is not None:
             self.transport.close()
 

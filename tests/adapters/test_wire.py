@@ -303,3 +303,13 @@ async def test_https_checks_the_certificate_against_the_given_authority(tmp_path
             )
     finally:
         server.close()
+
+
+async def test_an_informational_answer_is_skipped_for_the_one_that_follows() -> None:
+    early = b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b'{"a":2}')
+    async with Scripted(lambda r: early) as server:
+        pool = wire.Pool()
+        first, second = await call(pool, server), await call(pool, server)
+        await pool.close()
+    assert (first.status, first.body) == (200, b'{"a":2}') == (second.status, second.body)
+    assert server.connections == 1
