@@ -155,6 +155,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._cancel_timer()
         if self.answer is not None and not self.answer.done():
             self.answer.cancel()  # abandoned (the caller was cancelled): nobody will read it
         if self.transport is not None:
