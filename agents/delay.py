@@ -63,7 +63,7 @@ class TierHolds:
         held = Held(event, items)
         tp = (event.message.topic, event.message.partition)
         queue = self.waiting.get(tp)
-        if queue:  # an earlier message of this partition is waiting: keep offset order
+        if queue is not None:  # this partition is held or being released: keep offset order
             await self._hold(tp, queue, held)
         elif self._hold_ms(held) <= 0:
             await self._forward([held])
@@ -109,15 +109,17 @@ class TierHolds:
         while queue and self._hold_ms(queue[0]) <= 0:
             due.append(queue.popleft())
         self.held -= len(due)
+        # Messages offered while this send is under way join the same queue (an empty queue
+        # still marks the partition as held), so they are armed for below, not dropped.
         await self._forward(due)  # every message due now, in one send
-        if generation != self.generation:
+        if generation != self.generation or queue is None:
             return
         if self.held < self.max_held:
             self.room.set()
         if queue:
             self._arm(tp)
         else:
-            self.waiting.pop(tp, None)
+            del self.waiting[tp]
 
     async def _forward(self, due: list[Held]) -> None:
         """Send the items of ``due`` on (to their action topic or their next tier), then

@@ -75,3 +75,26 @@ async def test_a_due_batch_goes_at_once_and_a_longer_wait_hops_on_as_a_batch():
     [again] = decode_items("action_request", body)
     assert key == "due-1" and again["chain_id"] == "due-1" and again["tier"] == "5s"
     assert acks.acked == [7]
+
+
+class SlowTopic(RecordingTopic):
+    """A topic whose sends take a while, so other messages arrive while one is under way."""
+
+    async def send(self, **kwargs):
+        await asyncio.sleep(0.1)
+        await super().send(**kwargs)
+
+
+async def test_a_message_offered_while_its_partition_is_being_released_still_fires():
+    topo, acks = topology(), AckLog()
+    topo.actions["retry_pipeline"] = SlowTopic()
+    holds = TierHolds(topo, acks)
+    now = int(time.time() * 1000)
+    await holds.offer(event(0), items(now, 50, prefix="first"))
+    await asyncio.sleep(0.08)  # the release of offset 0 is now sending (it takes 0.1 s)
+    await holds.offer(event(1), items(now, 200, prefix="second"))
+    await asyncio.sleep(0.4)
+    sent = [key for key, _, _ in topo.actions["retry_pipeline"].sent]
+    assert sent == ["first-0", "second-0"]
+    assert acks.acked == [0, 1]
+    assert holds.held == 0 and not holds.waiting and not holds.timers
