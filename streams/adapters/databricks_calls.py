@@ -184,6 +184,7 @@ class SdkCalls:
                 body.encode() if isinstance(body, str) else body,
                 connect_timeout=self._timeout_s,
                 read_timeout=self._timeout_s,
+                pool_timeout=self._timeout_s,
                 tls=workspace.tls if isinstance(workspace.tls, ssl.SSLContext) else None,
             )
         except Exception as exc:
@@ -335,7 +336,7 @@ _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#@!$&'()*+,;=]*")
 # A failed exchange (the wire pool's or aiohttp's) -> the ``requests`` exception the SDK's
 # retry decision and our error table always saw; first match wins.
 _AS_REQUESTS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], type], ...] = (
-    (wire.ConnectTimedOut, requests.ConnectTimeout),
+    ((wire.ConnectTimedOut, wire.PoolTimedOut), requests.ConnectTimeout),
     (wire.ReadTimedOut, requests.ReadTimeout),
     (wire.TlsFailed, requests.exceptions.SSLError),
     (wire.WireError, requests.ConnectionError),

@@ -198,9 +198,12 @@ class WireTransport(httpx.AsyncBaseTransport):
                 url.raw_path.decode("ascii"),
                 request.headers.raw,
                 await request.aread(),
-                connect_timeout=None if connect is None or pool is None else connect + pool,
+                connect_timeout=connect,
                 read_timeout=limits.get("read"),
+                pool_timeout=pool,
             )
+        except wire.PoolTimedOut as exc:
+            raise httpx.PoolTimeout(str(exc), request=request) from exc
         except wire.ConnectTimedOut as exc:
             raise httpx.ConnectTimeout(str(exc), request=request) from exc
         except wire.ReadTimedOut as exc:

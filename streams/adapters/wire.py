@@ -55,6 +55,10 @@ class ReadTimedOut(WireError):
     pass
 
 
+class PoolTimedOut(WireError):
+    """Every connection stayed busy for longer than the caller would wait for one."""
+
+
 class PeerClosed(WireError):
     """The server closed the connection, or sent something that is not HTTP."""
 
@@ -224,14 +228,16 @@ class Pool:
         *,
         connect_timeout: float | None,
         read_timeout: float | None,
+        pool_timeout: float | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> Answer:
         """Send one request (``target``: the path and query, already escaped) and read the
         whole answer. ``headers`` go out as given; ``Host`` and ``Content-Length`` are added
-        unless they are among them. ``tls``: the context for a new https connection, instead
-        of the pool's."""
+        unless they are among them. ``pool_timeout``: how long to wait for a connection when
+        all are busy (``None``: as long as it takes). ``tls``: the context for a new https
+        connection, instead of the pool's."""
         head = _request_head(method, origin, target, headers, len(body))
-        connection = await self._acquire(origin, connect_timeout, tls)
+        connection = await self._acquire(origin, connect_timeout, pool_timeout, tls)
         try:
             answer = await connection.send(head + body if body else head, read_timeout)
         except BaseException:
@@ -250,29 +256,25 @@ class Pool:
         self._idle.clear()
 
     async def _acquire(
-        self, origin: Origin, connect_timeout: float | None, tls: ssl.SSLContext | None
+        self,
+        origin: Origin,
+        connect_timeout: float | None,
+        pool_timeout: float | None,
+        tls: ssl.SSLContext | None,
     ) -> _Connection:
-        idle = self._idle.get(origin)
-        now = time.monotonic()
-        while idle:
-            connection = idle.pop()  # the most recently used: the least likely to be dropped
-            if not connection.closed and now - connection.idle_since < self.keepalive_s:
-                return connection
-            connection.close()
-            self._open -= 1
-        while self._open >= self.max_connections:
-            if not self._evict_idle():
-                wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._waiting.append(wake)
-                try:
-                    await wake
-                except BaseException:
-                    if not wake.cancelled():  # it was woken: pass the turn on
-                        self._wake_one()
-                    raise
-                idle = self._idle.get(origin)
-                if idle:
-                    return await self._acquire(origin, connect_timeout, tls)
+        deadline = None if pool_timeout is None else time.monotonic() + pool_timeout
+        while True:
+            idle = self._idle.get(origin)
+            now = time.monotonic()
+            while idle:
+                connection = idle.pop()  # the most recently used: the least likely dropped
+                if not connection.closed and now - connection.idle_since < self.keepalive_s:
+                    return connection
+                connection.close()
+                self._open -= 1
+            if self._open < self.max_connections or self._evict_idle():
+                break
+            await self._wait_for_room(deadline)
         self._open += 1
         try:
             return await self._connect(origin, connect_timeout, tls)
@@ -280,6 +282,27 @@ class Pool:
             self._open -= 1
             self._wake_one()
             raise
+
+    async def _wait_for_room(self, deadline: float | None) -> None:
+        """Until a connection comes back or closes (or ``deadline`` passes)."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(wake)
+        timer = None
+        if deadline is not None:
+            waited = max(0.0, deadline - time.monotonic())
+            timer = loop.call_later(waited, _expire, wake, waited)
+        try:
+            await wake
+        except PoolTimedOut:
+            raise
+        except BaseException:
+            if not wake.cancelled():  # it was woken: pass the turn on
+                self._wake_one()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _connect(
         self, origin: Origin, timeout: float | None, tls: ssl.SSLContext | None
@@ -335,6 +358,11 @@ class Pool:
             if not wake.done():
                 wake.set_result(None)
                 return
+
+
+def _expire(wake: asyncio.Future[None], waited: float) -> None:
+    if not wake.done():
+        wake.set_exception(PoolTimedOut(f"no free connection within {waited:g}s"))
 
 
 def _request_head(

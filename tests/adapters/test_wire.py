@@ -313,3 +313,40 @@ async def test_an_informational_answer_is_skipped_for_the_one_that_follows() -> 
         await pool.close()
     assert (first.status, first.body) == (200, b'{"a":2}') == (second.status, second.body)
     assert server.connections == 1
+
+
+async def test_waiting_for_a_busy_pool_has_a_limit() -> None:
+    async with Scripted(lambda r: None if b"/hang" in r else ok()) as server:
+        pool = wire.Pool(max_connections=1)
+        hanging = asyncio.create_task(call(pool, server, target="/hang", read_timeout=5))
+        await asyncio.sleep(0.1)
+        with pytest.raises(wire.PoolTimedOut):
+            await pool.exchange(
+                "GET",
+                server.origin,
+                "/",
+                [],
+                b"",
+                connect_timeout=1,
+                read_timeout=1,
+                pool_timeout=0.2,
+            )
+        hanging.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hanging
+        assert (await call(pool, server)).status == 200  # the timed-out wait left no trace
+        await pool.close()
+    assert pool._open == 0 and not [w for w in pool._waiting if not w.done()]
+
+
+async def test_the_shared_client_maps_a_pool_wait_to_a_transient_error() -> None:
+    async with Scripted(lambda r: None) as server, shared_http_client(max_connections=1) as http:
+        url = f"http://127.0.0.1:{server.port}/hang"
+        first = asyncio.create_task(http.get(url, timeout=httpx.Timeout(5, pool=0.2)))
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.PoolTimeout) as caught:
+            await http.get(url, timeout=httpx.Timeout(5, pool=0.2))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    assert error_from_exception(caught.value, "call").kind is ErrorKind.TRANSIENT
