@@ -102,7 +102,9 @@ def connect_workspace(host: str, token: str, timeout_s: float) -> Workspace:
     session = _ScriptedSession()
     session.auth = original.auth  # the SDK's token header
     session.headers = original.headers
-    session.headers.pop("Accept-Encoding", None)  # aiohttp offers what it can decompress
+    # answers uncompressed: the wire pool passes bodies on as they come (with no
+    # Accept-Encoding at all, a server may pick any coding)
+    session.headers["Accept-Encoding"] = "identity"
     base._session = session
     original.close()
     proxy = requests.utils.select_proxy(host, requests.utils.get_environ_proxies(host))

@@ -123,3 +123,21 @@ async def test_tls_to_a_plain_http_port_is_transient(start_sim, databricks_for, 
 )
 def test_exchange_failures_become_what_requests_raised(failure, expected) -> None:
     assert type(as_requests_error(failure)) is expected
+
+
+async def test_answers_are_asked_for_uncompressed_over_the_wire_pool() -> None:
+    from tests.adapters.test_wire import Scripted, ok
+
+    cluster = b'{"cluster_id": "c-1", "state": "RUNNING"}'
+    async with Scripted(lambda r: ok(cluster)) as server:
+        host = f"http://127.0.0.1:{server.port}"
+        workspace = await asyncio.to_thread(connect_workspace, host, PAT, 5.0)
+        calls = SdkCalls(connections=2, timeout_s=5)
+        try:
+            got = await calls.run(workspace, lambda w: w.clusters.get("c-1"))
+        finally:
+            await calls.aclose()
+    assert got.state.value == "RUNNING"
+    [request] = [r for r in server.requests if b"/clusters/get" in r]
+    assert b"\r\nAccept-Encoding: identity\r\n" in request
+    assert f"\r\nAuthorization: Bearer {PAT}\r\n".encode() in request
