@@ -197,3 +197,36 @@ async def test_the_shared_client_keeps_and_sends_no_cookies():
         await client.get("https://management.azure.com/a")
         await client.get("https://management.azure.com/b")
     assert seen == [None, None] and len(client.cookies.jar) == 0
+
+
+async def test_send_json_sends_the_body_query_and_headers_it_was_given_and_asks_for_identity():
+    from streams.adapters.http import CookielessClient, send_json
+
+    seen = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"runId": "r-1"})
+
+    async with CookielessClient(transport=httpx.MockTransport(platform)) as client:
+        for _ in range(2):  # the second time from the memoised URL
+            answer = await send_json(
+                client,
+                "POST",
+                "https://management.azure.com/f/pipelines/a%2Fb/createRun",
+                query={"api-version": "2018-06-01", "referencePipelineRunId": "r 0"},
+                body={"k": 1},
+                headers={"Authorization": "Bearer t"},
+                timeout_s=7,
+            )
+            assert answer.json() == {"runId": "r-1"}
+    first, second = seen
+    assert (
+        first.url.raw_path
+        == second.url.raw_path
+        == (b"/f/pipelines/a%2Fb/createRun?api-version=2018-06-01&referencePipelineRunId=r%200")
+    )
+    assert first.headers["authorization"] == "Bearer t"
+    assert first.headers["accept-encoding"] == "identity"
+    assert first.headers["content-type"] == "application/json" and first.content == b'{"k":1}'
+    assert first.extensions["timeout"]["read"] == 7
