@@ -127,18 +127,18 @@ class TierHolds:
         dead-lettered; its other items still go."""
         outbox = Outbox(self.topology)
         now = now_ms()
-        bad: list[tuple[Held, Exception]] = []
+        bad: dict[int, tuple[Held, Exception]] = {}  # one dead letter per message, at most
         for held in due:
             for item in held.items:
                 try:
                     outbox.add_request(ActionRequest.from_dict(item), now=now)
                 except Exception as exc:
-                    bad.append((held, exc))
+                    bad.setdefault(id(held), (held, exc))
         try:
             await outbox.flush()
         except Exception as exc:
-            bad = [(held, exc) for held in due]
-        for held, exc in bad:
+            bad = {id(held): (held, exc) for held in due}
+        for held, exc in bad.values():
             await dead_letter_failure(self.topology, held.event.message, exc)
         for held in due:
             await self.stream.ack(held.event)

@@ -98,3 +98,16 @@ async def test_a_message_offered_while_its_partition_is_being_released_still_fir
     assert sent == ["first-0", "second-0"]
     assert acks.acked == [0, 1]
     assert holds.held == 0 and not holds.waiting and not holds.timers
+
+
+async def test_a_message_with_bad_items_is_dead_lettered_once_and_its_good_items_still_go():
+    topo, acks = topology(), AckLog()
+    topo.dead_letter, topo.outcomes = RecordingTopic(), RecordingTopic()
+    holds = TierHolds(topo, acks)
+    now = int(time.time() * 1000)
+    batch = items(now, -10, -10, -10, prefix="mixed")
+    del batch[0]["alert"], batch[2]["alert"]  # two items that are not requests
+    await holds.offer(event(3), batch)
+    assert [key for key, _, _ in topo.actions["retry_pipeline"].sent] == ["mixed-1"]
+    assert len(topo.dead_letter.sent) == 1
+    assert acks.acked == [3]
