@@ -169,8 +169,6 @@ class SdkCalls:
         if workspace.proxy:
             return await self._send_by_proxy(workspace, request)
         url = urlsplit(request.url)
-        scheme = url.scheme
-        origin = (scheme, url.hostname or "", url.port or (443 if scheme == "https" else 80))
         target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
         fields = [
             (name.encode("latin-1"), value.encode("latin-1"))
@@ -180,7 +178,7 @@ class SdkCalls:
         try:
             answer = await self._pool.exchange(
                 request.method or "GET",
-                origin,
+                wire.origin(url.scheme, url.hostname or "", url.port),
                 target,
                 fields,
                 body.encode() if isinstance(body, str) else body,

@@ -188,14 +188,12 @@ class WireTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        scheme = url.scheme
-        origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
         limits = request.extensions.get("timeout") or {}
         connect, pool = limits.get("connect"), limits.get("pool")
         try:
             answer = await self._pool.exchange(
                 request.method,
-                origin,
+                wire.origin(url.scheme, url.host, url.port),
                 url.raw_path.decode("ascii"),
                 request.headers.raw,
                 await request.aread(),

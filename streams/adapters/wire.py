@@ -73,6 +73,13 @@ class Answer:
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(scheme: str, host: str, port: int | None) -> Origin:
+    """Where a URL's requests go; ``port`` ``None``: the scheme's default."""
+    return (scheme, host, port or DEFAULT_PORTS[scheme])
+
 
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection carrying one exchange at a time."""
@@ -376,8 +383,7 @@ def _request_head(
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("ascii"), fields]
     if b"host" not in names:
         scheme, host, port = origin
-        default = 443 if scheme == "https" else 80
-        authority = host if port == default else f"{host}:{port}"
+        authority = host if port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
         lines.append(b"Host: %s\r\n" % authority.encode("idna"))
     if b"content-length" not in names and (length or method not in ("GET", "HEAD", "DELETE")):
         lines.append(b"Content-Length: %d\r\n" % length)
