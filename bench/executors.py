@@ -386,30 +386,36 @@ async def run_load(
     )
     if meter:
         meter.stop()
-    cpu_all = (
-        await worker_cpu_until_idle(worker.process.pid, meter.begin["worker"]) if meter else 0.0
-    )
     if not ok:
         raise RuntimeError(
             f"{load}: only {len(executed)} of {len(chains)} executed; "
             f"errors {dict(errors)}; see {worker.log_path}"
         )
+    cpu_all = (
+        await worker_cpu_until_idle(worker.process.pid, meter.begin["worker"], timeout_s)
+        if meter
+        else 0.0
+    )
     calls_after = sim_calls(s.sim_url)
     calls = calls_after - calls_before if None not in (calls_before, calls_after) else None
     span = (max(executed.values()) - started_ms) / 1000 if executed else float("nan")
     return Result(load, len(executed), span, errors, calls, meter.line() if meter else "", cpu_all)
 
 
-async def worker_cpu_until_idle(pid: int, began: float, quiet_s: float = 0.5) -> float:
+async def worker_cpu_until_idle(
+    pid: int, began: float, timeout_s: float, quiet_s: float = 0.5
+) -> float:
     """The worker's CPU seconds since ``began`` once it has gone quiet: what it spent on the
     load including what the executors' effects cost downstream after the last executed row
     (dedup of the links, chain advances, holding the verify requests, the ClickHouse rows)."""
-    while True:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         before = cpu_seconds(pid)
         await asyncio.sleep(quiet_s)
         after = cpu_seconds(pid)
         if after - before < 0.1 * quiet_s:  # under 10% of a core: only timers left
             return after - began
+    raise RuntimeError(f"the worker was still busy {timeout_s:g}s after the last executed row")
 
 
 def warm_up(world: World, loads: list[str]) -> list[ActionRequest]:
