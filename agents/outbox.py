@@ -58,7 +58,9 @@ class Outbox:
         self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.outcomes: list[tuple[str, dict[str, Any]]] = []
         self.due: list[ActionRequest] = []  # routed to their action topics
-        self.waiting: dict[tuple[int, int], list[tuple[str, dict[str, Any]]]] = {}  # tier, partition
+        self.waiting: dict[
+            tuple[int, int], list[tuple[str, dict[str, Any]]]
+        ] = {}  # tier, partition
 
     def add_classified(self, record: ClassifiedAlert) -> None:
         key = dedup_key(record.alert)

@@ -252,9 +252,7 @@ async def raw_passthrough(bootstrap: str, broker_pid: int, expected: int, timeou
     return Rate(expected, (last - first) / 1000, cpu=meter.line())
 
 
-def faust_passthrough(
-    s, expected: int, timeout_s: float, hops: int = 1, writes: int = 0
-) -> Rate:
+def faust_passthrough(s, expected: int, timeout_s: float, hops: int = 1, writes: int = 0) -> Rate:
     settings = s.settings.model_copy(
         update={"app_id": f"bench-faust-{uuid.uuid4().hex[:8]}", "web_port": _free_port()}
     )
@@ -444,9 +442,7 @@ def phase(
         writes = state_writes(args, new_runs, len(payloads))
         if "faust" in passes and writes:
             progress(f"bare Faust forwarding and writing {writes} table keys per message ...")
-            rates["faust-state"] = faust_passthrough(
-                s, len(payloads), args.timeout, writes=writes
-            )
+            rates["faust-state"] = faust_passthrough(s, len(payloads), args.timeout, writes=writes)
             progress(f"  faust-state: {rates['faust-state'].per_s:,.0f} msg/s")
         if "pipemedic" in passes:
             progress(f"pipemedic worker ({args.mode} mode) ...")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from agents.delay import TierHolds
 from streams.codecs import decode, decode_items
-from tests.agents.test_outbox import RecordingTopic, request
+from tests.agents.helpers import RecordingTopic, request
 
 
 class AckLog:

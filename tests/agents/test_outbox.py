@@ -6,7 +6,7 @@ Topics here are recorders of what would be sent; the encoding is the real one.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -14,28 +14,15 @@ import pytest
 from agents.outbox import MAX_BATCH_BYTES, Outbox, SharedOutbox, partition_for
 from streams.codecs import decode, decode_items
 from streams.policy.model import (
-    ActionRequest,
     Alert,
     ChainEvent,
-    Classification,
     ClassifiedAlert,
     Outcome,
 )
 from streams.policy.steps import Effects
+from tests.agents.helpers import RecordingTopic, request
 
 PARTITIONS = 4
-
-
-@dataclass
-class RecordingTopic:
-    sent: list[tuple[str, bytes, int | None]] = field(default_factory=list)
-    fail: bool = False
-
-    async def send(self, *, key, value, partition=None, value_serializer="raw"):
-        assert value_serializer == "raw"  # the outbox encodes batches itself
-        if self.fail:
-            raise ConnectionError("broker gone")
-        self.sent.append((key, value, partition))
 
 
 TIERS = (5, 30)
@@ -185,22 +172,6 @@ async def test_a_send_that_keeps_failing_is_raised_after_the_last_retry():
 # ---- action requests: due ones one by one, waiting ones batched per tier partition ----------
 
 
-def request(chain_id: str, due_at: int) -> ActionRequest:
-    found = Alert(alert_id=chain_id, source="adf", kind="pipeline_run", scope="f", run_id="r")
-    return ActionRequest(
-        action_id=f"{chain_id}#1:retry_pipeline",
-        chain_id=chain_id,
-        dedup_key=chain_id,
-        action="retry_pipeline",
-        step="execute",
-        attempt=1,
-        max_attempts=3,
-        due_at=due_at,
-        alert=found,
-        classification=Classification("GatewayTimeout", "low", "retry_pipeline", 3, (5,), "t"),
-    )
-
-
 async def test_due_requests_go_one_by_one_and_waiting_ones_in_one_batch_per_tier_partition():
     topo = topology()
     outbox = Outbox(topo)
@@ -222,6 +193,8 @@ async def test_due_requests_go_one_by_one_and_waiting_ones_in_one_batch_per_tier
         for _, body, partition in messages:
             batch = decode_items("action_request", body)
             assert {partition_for(i["chain_id"], PARTITIONS) for i in batch} == {partition}
-            assert {(i["tier"], i["hop_due_at"]) for i in batch} == {(f"{tier}s", now + tier * 1000)}
+            assert {(i["tier"], i["hop_due_at"]) for i in batch} == {
+                (f"{tier}s", now + tier * 1000)
+            }
             items += [i["chain_id"] for i in batch]
         assert sorted(items) == sorted(r.chain_id for r in sent)

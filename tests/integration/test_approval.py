@@ -9,8 +9,7 @@ import pytest
 from pipemedic.demo import watch_until_settled
 from pipemedic.runtime import send_decision
 from pipemedic.stack import EmbeddedStack
-from tests.integration.chain_scenarios import gateway_alert, rules_file, world
-from tests.integration.test_chains import _wait_for_state
+from tests.integration.chain_scenarios import gateway_alert, rules_file, wait_for_state, world
 
 pytestmark = pytest.mark.integration
 
@@ -18,17 +17,25 @@ pytestmark = pytest.mark.integration
 def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
     runs = {"approve-me": "Guarded", "reject-me": "Guarded"}
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
-    with EmbeddedStack(tmp_path, world({"Guarded": ["Succeeded"]}, runs), rules_file=rules,
-                       mode="approval") as stack:
+    with EmbeddedStack(
+        tmp_path, world({"Guarded": ["Succeeded"]}, runs), rules_file=rules, mode="approval"
+    ) as stack:
         stack.send_raw([gateway_alert("Guarded", run_id) for run_id in runs])
-        waiting = asyncio.run(_wait_for_state(stack.bootstrap, "awaiting_approval", 2, 60))
+        waiting = asyncio.run(wait_for_state(stack.bootstrap, "awaiting_approval", 2, 60))
         assert len(waiting) == 2
         asyncio.run(asyncio.sleep(3))  # well past the 1 s backoff: still nothing may happen
         assert stack.simulator.count("POST", "*/createRun") == 0
         chains = {row["run_id"]: row["chain_id"] for row in waiting}
         asyncio.run(send_decision(stack.bootstrap, chains["approve-me"], approve=True, by="alice"))
-        asyncio.run(send_decision(stack.bootstrap, chains["reject-me"], approve=False, by="bob",
-                                  reason="change freeze"))
+        asyncio.run(
+            send_decision(
+                stack.bootstrap,
+                chains["reject-me"],
+                approve=False,
+                by="bob",
+                reason="change freeze",
+            )
+        )
         watch = asyncio.run(watch_until_settled(stack, timeout_s=90))
         calls = stack.simulator.matching("POST", "*/createRun")
     assert watch.settled

@@ -30,9 +30,15 @@ def test_a_failing_factory_gets_a_few_probes_not_a_retry_storm(tmp_path):
     outage = world({"Flaky": ["Succeeded"]}, RUNS)
     outage["error_modes"] = [{"path": "*/createRun", "fail_5xx": {"status": 503}}]
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
-    with EmbeddedStack(tmp_path, outage, rules_file=rules, breaker_threshold=3,
-                       breaker_cooldown_s=5.0, transient_backoff_s=(1.0, 1.0, 1.0),
-                       step_retry_limit=5) as stack:
+    with EmbeddedStack(
+        tmp_path,
+        outage,
+        rules_file=rules,
+        breaker_threshold=3,
+        breaker_cooldown_s=5.0,
+        transient_backoff_s=(1.0, 1.0, 1.0),
+        step_retry_limit=5,
+    ) as stack:
         stack.send_raw([gateway_alert("Flaky", run_id) for run_id in RUNS])
         deferred = asyncio.run(_deferred_rows(stack.bootstrap, 20))  # watched for 20 s
         calls = stack.simulator.count("POST", "*/createRun")

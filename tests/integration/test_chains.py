@@ -10,7 +10,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipemedic.demo import watch_until_settled
-from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
 from streams.codecs import decode
 from streams.policy import routing
@@ -18,6 +17,7 @@ from tests.integration.chain_scenarios import (
     gateway_alert,
     manual_request,
     rules_file,
+    wait_for_state,
     world,
 )
 
@@ -28,12 +28,16 @@ pytestmark = pytest.mark.integration
 def burst_and_chain(tmp_path_factory):
     """100 copies of one alert, and one run whose reruns keep failing, in one stack."""
     folder = tmp_path_factory.mktemp("chains")
-    scenario = world({"Burst": ["Succeeded"], "Stubborn": ["Failed"]},
-                     {"burst-run-1": "Burst", "stubborn-run-1": "Stubborn"})
+    scenario = world(
+        {"Burst": ["Succeeded"], "Stubborn": ["Failed"]},
+        {"burst-run-1": "Burst", "stubborn-run-1": "Stubborn"},
+    )
     rules = rules_file(folder, {"GatewayTimeout": [1, 1, 1]})
     with EmbeddedStack(folder, scenario, rules_file=rules) as stack:
-        stack.send_raw([gateway_alert("Burst", "burst-run-1")] * 100
-                       + [gateway_alert("Stubborn", "stubborn-run-1")])
+        stack.send_raw(
+            [gateway_alert("Burst", "burst-run-1")] * 100
+            + [gateway_alert("Stubborn", "stubborn-run-1")]
+        )
         watch = asyncio.run(watch_until_settled(stack, timeout_s=120))
         calls = stack.simulator.matching("POST", "*/createRun")
     return watch, calls
@@ -42,7 +46,9 @@ def burst_and_chain(tmp_path_factory):
 def test_a_burst_of_100_copies_is_acted_on_once(burst_and_chain):
     watch, calls = burst_and_chain
     assert watch.settled
-    burst = [r for r in watch.rows if r["run_id"] == "burst-run-1" or "burst-run-1" in r["chain_id"]]
+    burst = [
+        r for r in watch.rows if r["run_id"] == "burst-run-1" or "burst-run-1" in r["chain_id"]
+    ]
     states = Counter(r["state"] for r in burst)
     assert states["received"] == 1 and states["duplicate"] == 99
     assert states["executed"] == 1 and states["resolved"] == 1
@@ -62,19 +68,27 @@ def test_a_chain_spans_three_run_ids_and_max_retries_holds(burst_and_chain):
     new_runs = [r["new_run_id"] for r in executed]
     assert new_runs[:2] == references[1:] and len(set(new_runs)) == 3
     final = [r for r in chain if r["state"] in ("gave_up", "resolved", "manual")]
-    assert [r["state"] for r in final] == ["gave_up"] and "3 attempts exhausted" in final[0]["detail"]
+    assert [r["state"] for r in final] == ["gave_up"] and "3 attempts exhausted" in final[0][
+        "detail"
+    ]
 
 
 async def _arrivals(bootstrap: str, expected: int, timeout_s: float) -> dict[str, float]:
-    consumer = AIOKafkaConsumer(routing.action_topic("manual"), bootstrap_servers=bootstrap,
-                                group_id=None, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        routing.action_topic("manual"),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
     await consumer.start()
     arrived: dict[str, float] = {}
     try:
         while len(arrived) < expected and time.monotonic() < timeout_s:
             for messages in (await consumer.getmany(timeout_ms=200)).values():
                 for m in messages:
-                    arrived.setdefault(decode("action_request", m.value)["chain_id"], time.monotonic())
+                    arrived.setdefault(
+                        decode("action_request", m.value)["chain_id"], time.monotonic()
+                    )
     finally:
         await consumer.stop()
     return arrived
@@ -116,9 +130,11 @@ def test_a_long_tier_delays_neither_a_short_tier_nor_another_partition(tmp_path)
 def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
     runs = {f"kill-run-{i}": "Revived" for i in range(6)}
     rules = rules_file(tmp_path, {"GatewayTimeout": [8]})
-    with EmbeddedStack(tmp_path, world({"Revived": ["Succeeded"]}, runs), rules_file=rules) as stack:
+    with EmbeddedStack(
+        tmp_path, world({"Revived": ["Succeeded"]}, runs), rules_file=rules
+    ) as stack:
         stack.send_raw([gateway_alert("Revived", run_id) for run_id in runs])
-        scheduled = asyncio.run(_wait_for_state(stack.bootstrap, "scheduled", len(runs), 60))
+        scheduled = asyncio.run(wait_for_state(stack.bootstrap, "scheduled", len(runs), 60))
         assert len(scheduled) == len(runs)
         stack.kill_worker()  # SIGKILL: nothing flushed, nothing committed on the way out
         assert stack.simulator.count("POST", "*/createRun") == 0
@@ -135,16 +151,9 @@ def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
     assert set(fired) == set(due) and all(fired[c] >= due[c] for c in due)
     resolved = Counter(r["chain_id"] for r in after.rows if r["state"] == "resolved")
     assert set(resolved) == set(due) and set(resolved.values()) == {1}
-    late_copy = [r for r in after.rows if r["run_id"] == "kill-run-0" and r["state"] in ("received", "duplicate")]
+    late_copy = [
+        r
+        for r in after.rows
+        if r["run_id"] == "kill-run-0" and r["state"] in ("received", "duplicate")
+    ]
     assert [r["state"] for r in late_copy][-1] == "duplicate"
-
-
-async def _wait_for_state(bootstrap: str, state: str, count: int, timeout_s: float) -> list[dict]:
-    seen: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout_s
-    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
-        while len(seen) < count and time.monotonic() < deadline:
-            for row in await tail.poll(300):
-                if row["state"] == state:
-                    seen[row["chain_id"]] = row
-    return list(seen.values())

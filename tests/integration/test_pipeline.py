@@ -25,8 +25,12 @@ ALERTS = [line.encode() for line in (DEMO_DATA / "alerts.jsonl").read_text().spl
 
 
 async def _dead_letters(bootstrap: str, expected: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(routing.DEAD_LETTER, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        routing.DEAD_LETTER,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     letters: list[dict] = []
     try:
@@ -98,6 +102,10 @@ def test_no_action_before_its_due_time(demo_run):
 def test_malformed_input_is_dead_lettered_with_a_reason_and_the_worker_goes_on(demo_run):
     watch, letters, worker_alive, *_ = demo_run
     assert worker_alive
-    assert sorted(letter["reason"] for letter in letters) == ["not_json", "not_json", "unknown_shape"]
+    assert sorted(letter["reason"] for letter in letters) == [
+        "not_json",
+        "not_json",
+        "unknown_shape",
+    ]
     assert all(letter["payload"] and letter["topic"] == routing.RAW for letter in letters)
     assert watch.states["dead_letter"] == 3

@@ -48,7 +48,9 @@ def test_a_due_record_needs_no_hop():
 def _request(due_at: int) -> ActionRequest:
     alert = Alert(alert_id="a", source="adf", kind="pipeline_run", scope="f", run_id="r")
     cls = Classification("GatewayTimeout", "low", "retry_pipeline", 3, (10, 30, 60), "rule")
-    return ActionRequest("id", "chain", "key", "retry_pipeline", "execute", 1, 3, due_at, alert, cls)
+    return ActionRequest(
+        "id", "chain", "key", "retry_pipeline", "execute", 1, 3, due_at, alert, cls
+    )
 
 
 def test_route_sends_due_requests_to_their_action_topic():

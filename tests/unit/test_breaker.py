@@ -44,8 +44,19 @@ def test_breakers_are_per_target():
 def test_deferring_keeps_the_step_retry_budget():
     alert = Alert(alert_id="a", source="adf", kind="pipeline_run", scope="f1", run_id="r1")
     cls = Classification("GatewayTimeout", "low", "retry_pipeline", 3, (10,), "rule")
-    request = ActionRequest("id", "c", "k", "retry_pipeline", "execute", 1, 3, 0, alert, cls,
-                            context={"step_retries": "2"})
+    request = ActionRequest(
+        "id",
+        "c",
+        "k",
+        "retry_pipeline",
+        "execute",
+        1,
+        3,
+        0,
+        alert,
+        cls,
+        context={"step_retries": "2"},
+    )
     effects = defer(request, wait_s=30, reason="circuit open", now_ms=1_000)
     (again,) = effects.requests
     assert again.due_at == 31_000 and again.context["step_retries"] == "2"

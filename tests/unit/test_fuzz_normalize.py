@@ -32,12 +32,47 @@ INGEST = sorted(p for p in FIXTURES.glob("*.json") if p.name not in ENRICHMENT)
 NOW = 1_715_090_000_000
 
 ODD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 1.5, math.nan, math.inf, 10**30, "", "null", "x" * 300, "\ud800",
-    "1601-01-01T00:00:00Z", "0001-01-01T00:00:00", "9999-12-31T23:59:59Z", "3/22/2019 1:36:31 PM",
-    "Failed", "Succeeded", "InProgress", "Resolved", "ActivityRuns", "PipelineRuns", "TERMINATED",
-    "jobs.on_failure", "cluster.terminated", "FAILED", "TIMEDOUT", "INTERNAL_ERROR", "SUCCESS",
-    "{\"errorCode\": 5}", "{not json", "[]", [], {}, [{}], [None], {"a": {"b": []}}, [[[[]]]],
-    {"name": "RunId"}, {"name": 5, "value": []},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    math.nan,
+    math.inf,
+    10**30,
+    "",
+    "null",
+    "x" * 300,
+    "\ud800",
+    "1601-01-01T00:00:00Z",
+    "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59Z",
+    "3/22/2019 1:36:31 PM",
+    "Failed",
+    "Succeeded",
+    "InProgress",
+    "Resolved",
+    "ActivityRuns",
+    "PipelineRuns",
+    "TERMINATED",
+    "jobs.on_failure",
+    "cluster.terminated",
+    "FAILED",
+    "TIMEDOUT",
+    "INTERNAL_ERROR",
+    "SUCCESS",
+    '{"errorCode": 5}',
+    "{not json",
+    "[]",
+    [],
+    {},
+    [{}],
+    [None],
+    {"a": {"b": []}},
+    [[[[]]]],
+    {"name": "RunId"},
+    {"name": 5, "value": []},
 ]
 
 
@@ -63,7 +98,9 @@ def mutate_tree(tree: Any, rng: random.Random) -> Any:
             node[key] = copy.deepcopy(rng.choice(ODD_VALUES))
         elif op < 0.85:  # a value from elsewhere in the payload
             other = rng.choice(nodes)
-            node[key] = copy.deepcopy(rng.choice(list(other.values()) if isinstance(other, dict) else other))
+            node[key] = copy.deepcopy(
+                rng.choice(list(other.values()) if isinstance(other, dict) else other)
+            )
         elif op < 0.95 and isinstance(node, list):
             node.extend(copy.deepcopy(node[: rng.randint(1, 3)]))
         else:
@@ -78,7 +115,11 @@ def mutate_bytes(raw: bytes, rng: random.Random) -> bytes:
     position = rng.randrange(len(raw))
     if op < 0.8:
         return raw[:position] + bytes([rng.randrange(256)]) + raw[position + 1 :]
-    return raw[:position] + rng.choice([b"{", b"]", b'"', b"\\", b"\x00", b"\xff", b"NaN"]) + raw[position:]
+    return (
+        raw[:position]
+        + rng.choice([b"{", b"]", b'"', b"\\", b"\x00", b"\xff", b"NaN"])
+        + raw[position:]
+    )
 
 
 def check_alerts(alerts: Any) -> None:
@@ -89,8 +130,19 @@ def check_alerts(alerts: Any) -> None:
         assert alert.kind in {k.value for k in Kind}
         assert alert.signal in {s.value for s in Signal}
         assert isinstance(alert.alert_id, str) and len(alert.alert_id) == 32
-        for name in ("scope", "run_id", "sub_id", "group_id", "pipeline", "job_id", "cluster_id",
-                     "error_code", "failure_type", "message", "library"):
+        for name in (
+            "scope",
+            "run_id",
+            "sub_id",
+            "group_id",
+            "pipeline",
+            "job_id",
+            "cluster_id",
+            "error_code",
+            "failure_type",
+            "message",
+            "library",
+        ):
             value = getattr(alert, name)
             assert isinstance(value, str), name
             value.encode("utf-8")  # no lone surrogates reach the Avro encoder
@@ -129,30 +181,67 @@ def test_ten_thousand_mutated_payloads_give_alerts_or_normalize_errors() -> None
 
 def test_mutated_enrichment_bodies_give_alerts_or_normalize_errors() -> None:
     rng = random.Random(7)
-    webhooks = [normalize((FIXTURES / n).read_bytes(), received_at_ms=NOW)[0]
-                for n in ("databricks_task_failure_webhook.json", "databricks_job_failure_webhook.json")]
-    metric = normalize((FIXTURES / "azure_metric_pipeline_failed.json").read_bytes(), received_at_ms=NOW)[0]
+    webhooks = [
+        normalize((FIXTURES / n).read_bytes(), received_at_ms=NOW)[0]
+        for n in ("databricks_task_failure_webhook.json", "databricks_job_failure_webhook.json")
+    ]
+    metric = normalize(
+        (FIXTURES / "azure_metric_pipeline_failed.json").read_bytes(), received_at_ms=NOW
+    )[0]
     run_body = (FIXTURES / "databricks_run_get_failed.json").read_bytes()
     runs_body = (FIXTURES / "adf_query_pipeline_runs.json").read_bytes()
     seen = set()
     for _ in range(2_000):
         run = mutate_tree(json.loads(run_body), rng)
-        seen.add(outcome(lambda run=run: alerts_from_databricks_run(rng.choice(webhooks), run, received_at_ms=NOW)))
+        seen.add(
+            outcome(
+                lambda run=run: alerts_from_databricks_run(
+                    rng.choice(webhooks), run, received_at_ms=NOW
+                )
+            )
+        )
         runs = mutate_tree(json.loads(runs_body), rng)
-        seen.add(outcome(lambda runs=runs: alerts_from_adf_runs(metric, runs.get("value", runs)
-                                                                if isinstance(runs, dict) else runs,
-                                                                received_at_ms=NOW)))
+        seen.add(
+            outcome(
+                lambda runs=runs: alerts_from_adf_runs(
+                    metric,
+                    runs.get("value", runs) if isinstance(runs, dict) else runs,
+                    received_at_ms=NOW,
+                )
+            )
+        )
     assert "alerts" in seen and len(seen) > 3
 
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-KEYS = st.sampled_from(["records", "schemaId", "data", "event_type", "event", "library_statuses",
-                        "events", "cluster_id", "type", "termination_reason", "workspace_id", "run",
-                        "task", "job", "cluster", "library", "category", "status"])
+KEYS = st.sampled_from(
+    [
+        "records",
+        "schemaId",
+        "data",
+        "event_type",
+        "event",
+        "library_statuses",
+        "events",
+        "cluster_id",
+        "type",
+        "termination_reason",
+        "workspace_id",
+        "run",
+        "task",
+        "job",
+        "cluster",
+        "library",
+        "category",
+        "status",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -31,6 +31,7 @@ def changed(name: str, change) -> bytes:
 
 def _set(path: str, value: Any):
     """A change that sets ``a.b.0.c`` to ``value`` (or deletes it when value is ...)."""
+
     def apply(payload: Any) -> None:
         *parents, last = path.split(".")
         for key in parents:
@@ -40,6 +41,7 @@ def _set(path: str, value: Any):
             del payload[last_key]
         else:
             payload[last_key] = value
+
     return apply
 
 
@@ -77,53 +79,140 @@ CASES: list[tuple[str, bytes, str]] = [
     ("unknown object", b'{"hello": "world"}', "unknown_shape"),
     ("over 1 MB", b'{"records": [' + b'"x",' * 300_000 + b'"x"]}', "too_large"),
     # common alert schema
-    ("unknown schemaId", changed(METRIC, _set("schemaId", "Microsoft.Insights/activityLogs")), "unknown_schema_id"),
-    ("alert over 256 KB", changed(METRIC, _set("data.essentials.description", "x" * 300_000)), "too_large"),
+    (
+        "unknown schemaId",
+        changed(METRIC, _set("schemaId", "Microsoft.Insights/activityLogs")),
+        "unknown_schema_id",
+    ),
+    (
+        "alert over 256 KB",
+        changed(METRIC, _set("data.essentials.description", "x" * 300_000)),
+        "too_large",
+    ),
     ("data is a list", changed(METRIC, _set("data", [])), "wrong_type:data"),
     ("no alertContext", changed(METRIC, _set("data.alertContext", ...)), "unknown_shape"),
-    ("allOf is a string", changed(METRIC, _set("data.alertContext.condition.allOf", "x")), "wrong_type:allOf"),
-    ("metric on a VM", changed(METRIC, lambda p: p["data"]["essentials"].update(
-        alertTargetIDs=["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm"],
-        configurationItems=["vm"])), "missing_factory"),
-    ("log alert without ADF facts", changed(LOG, lambda p: p["data"]["essentials"].update(alertTargetIDs=[], configurationItems=[])
-                                             or p["data"]["alertContext"]["condition"]["allOf"][0].update(
-                                                 dimensions=[{"name": "Computer", "value": "vm1"}])), "missing_run_id"),
+    (
+        "allOf is a string",
+        changed(METRIC, _set("data.alertContext.condition.allOf", "x")),
+        "wrong_type:allOf",
+    ),
+    (
+        "metric on a VM",
+        changed(
+            METRIC,
+            lambda p: p["data"]["essentials"].update(
+                alertTargetIDs=[
+                    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm"
+                ],
+                configurationItems=["vm"],
+            ),
+        ),
+        "missing_factory",
+    ),
+    (
+        "log alert without ADF facts",
+        changed(
+            LOG,
+            lambda p: (
+                p["data"]["essentials"].update(alertTargetIDs=[], configurationItems=[])
+                or p["data"]["alertContext"]["condition"]["allOf"][0].update(
+                    dimensions=[{"name": "Computer", "value": "vm1"}]
+                )
+            ),
+        ),
+        "missing_run_id",
+    ),
     ("RunId is an object", changed(LOG, _set(f"{DIMS}.0.value", {"id": 1})), "wrong_type:RunId"),
     ("RunId too long", changed(LOG, _set(f"{DIMS}.0.value", "r" * 300)), "bad_value:RunId"),
     ("dimensions is a number", changed(LOG, _set(DIMS, 7)), "wrong_type:dimensions"),
-    ("legacy rows is a string", changed("azure_log_alert_legacy.json",
-                                        _set("data.alertContext.SearchResults.tables.0.rows", "x")), "wrong_type:rows"),
-    ("alertContext without shape", changed(METRIC, _set("data.alertContext", {"conditionType": "Other"})), "unknown_shape"),
+    (
+        "legacy rows is a string",
+        changed(
+            "azure_log_alert_legacy.json",
+            _set("data.alertContext.SearchResults.tables.0.rows", "x"),
+        ),
+        "wrong_type:rows",
+    ),
+    (
+        "alertContext without shape",
+        changed(METRIC, _set("data.alertContext", {"conditionType": "Other"})),
+        "unknown_shape",
+    ),
     # ADF diagnostic logs
     ("records is an object", b'{"records": {"a": 1}}', "wrong_type:records"),
     ("record is a number", _records(1, 2), "wrong_type:record"),
-    ("failed record without run id", _only_failed_record(_set("pipelineRunId", ...)), "missing_run_id"),
-    ("run id is a list", _only_failed_record(_set("pipelineRunId", ["x"])), "wrong_type:pipelineRunId"),
-    ("run id is a bool", _only_failed_record(_set("pipelineRunId", True)), "wrong_type:pipelineRunId"),
-    ("properties is a string", _only_failed_record(_set("properties", "x")), "wrong_type:properties"),
+    (
+        "failed record without run id",
+        _only_failed_record(_set("pipelineRunId", ...)),
+        "missing_run_id",
+    ),
+    (
+        "run id is a list",
+        _only_failed_record(_set("pipelineRunId", ["x"])),
+        "wrong_type:pipelineRunId",
+    ),
+    (
+        "run id is a bool",
+        _only_failed_record(_set("pipelineRunId", True)),
+        "wrong_type:pipelineRunId",
+    ),
+    (
+        "properties is a string",
+        _only_failed_record(_set("properties", "x")),
+        "wrong_type:properties",
+    ),
     ("Error is a list", _only_failed_record(_set("properties.Error", [1])), "wrong_type:Error"),
-    ("pipelineName is an object", _only_failed_record(_set("pipelineName", {})), "wrong_type:pipelineName"),
+    (
+        "pipelineName is an object",
+        _only_failed_record(_set("pipelineName", {})),
+        "wrong_type:pipelineName",
+    ),
     # Databricks webhooks
     ("webhook without run", changed(WEBHOOK, _set("run", ...)), "missing_run_id"),
     ("webhook run is a string", changed(WEBHOOK, _set("run", "x")), "wrong_type:run"),
     ("webhook run id is a float", changed(WEBHOOK, _set("run.run_id", 1.5)), "wrong_type:run_id"),
-    ("task webhook without parent", changed(WEBHOOK, _set("run.parent_run_id", ...)), "missing_run_id"),
+    (
+        "task webhook without parent",
+        changed(WEBHOOK, _set("run.parent_run_id", ...)),
+        "missing_run_id",
+    ),
     ("workspace is a list", changed(WEBHOOK, _set("workspace_id", [1])), "wrong_type:workspace_id"),
-    ("unknown event type", changed(WEBHOOK, _set("event_type", "pipelines.on_failure")), "unknown_event_type"),
-    ("event type is a list", changed(WEBHOOK, _set("event_type", ["jobs.on_failure"])), "wrong_type:event_type"),
+    (
+        "unknown event type",
+        changed(WEBHOOK, _set("event_type", "pipelines.on_failure")),
+        "unknown_event_type",
+    ),
+    (
+        "event type is a list",
+        changed(WEBHOOK, _set("event_type", ["jobs.on_failure"])),
+        "wrong_type:event_type",
+    ),
     # Databricks clusters and libraries
     ("cluster without id", changed(CLUSTER, _set("cluster.cluster_id", ...)), "missing_cluster_id"),
     ("cluster is a string", changed(CLUSTER, _set("cluster", "x")), "wrong_type:cluster"),
-    ("termination reason is a list", changed(CLUSTER, _set("cluster.termination_reason", [])),
-     "wrong_type:termination_reason"),
-    ("unknown relayed event", changed(CLUSTER, _set("event", "workspace.deleted")), "unknown_event_type"),
+    (
+        "termination reason is a list",
+        changed(CLUSTER, _set("cluster.termination_reason", [])),
+        "wrong_type:termination_reason",
+    ),
+    (
+        "unknown relayed event",
+        changed(CLUSTER, _set("event", "workspace.deleted")),
+        "unknown_event_type",
+    ),
     ("events is a string", changed(EVENTS, _set("events", "x")), "wrong_type:events"),
-    ("events without cluster ids", changed(EVENTS, lambda p: [e.pop("cluster_id") for e in p["events"]]),
-     "missing_cluster_id"),
+    (
+        "events without cluster ids",
+        changed(EVENTS, lambda p: [e.pop("cluster_id") for e in p["events"]]),
+        "missing_cluster_id",
+    ),
     ("library event without cluster", changed(LIBRARY, _set("cluster", ...)), "missing_cluster_id"),
     ("library spec is a string", changed(LIBRARY, _set("library", "pandas")), "wrong_type:library"),
-    ("library statuses all broken", changed(STATUS, _set("library_statuses", [1, "x"])),
-     "wrong_type:library_statuses[]"),
+    (
+        "library statuses all broken",
+        changed(STATUS, _set("library_statuses", [1, "x"])),
+        "wrong_type:library_statuses[]",
+    ),
 ]
 
 
@@ -156,15 +245,32 @@ def _metric():
     return normalize((FIXTURES / METRIC).read_bytes(), received_at_ms=NOW)[0]
 
 
-@pytest.mark.parametrize(("build", "reason"), [
-    (lambda: alerts_from_databricks_run(_webhook(), "x", received_at_ms=NOW), "wrong_type:run"),  # type: ignore[arg-type]
-    (lambda: alerts_from_databricks_run(_webhook(), {"state": [], "run_id": 1}, received_at_ms=NOW), "wrong_type:state"),
-    (lambda: alerts_from_databricks_run(_webhook(), dict(load("databricks_run_get_failed.json"), tasks="x"),
-                                        received_at_ms=NOW), "wrong_type:tasks"),
-    (lambda: alerts_from_adf_runs(_metric(), "abc", received_at_ms=NOW), "wrong_type:runs"),  # type: ignore[arg-type]
-    (lambda: alerts_from_adf_runs(_metric(), [1], received_at_ms=NOW), "wrong_type:run"),
-    (lambda: alerts_from_adf_runs(_metric(), [{"status": "Failed"}], received_at_ms=NOW), "missing_run_id"),
-])
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda: alerts_from_databricks_run(_webhook(), "x", received_at_ms=NOW), "wrong_type:run"),  # type: ignore[arg-type]
+        (
+            lambda: alerts_from_databricks_run(
+                _webhook(), {"state": [], "run_id": 1}, received_at_ms=NOW
+            ),
+            "wrong_type:state",
+        ),
+        (
+            lambda: alerts_from_databricks_run(
+                _webhook(),
+                dict(load("databricks_run_get_failed.json"), tasks="x"),
+                received_at_ms=NOW,
+            ),
+            "wrong_type:tasks",
+        ),
+        (lambda: alerts_from_adf_runs(_metric(), "abc", received_at_ms=NOW), "wrong_type:runs"),  # type: ignore[arg-type]
+        (lambda: alerts_from_adf_runs(_metric(), [1], received_at_ms=NOW), "wrong_type:run"),
+        (
+            lambda: alerts_from_adf_runs(_metric(), [{"status": "Failed"}], received_at_ms=NOW),
+            "missing_run_id",
+        ),
+    ],
+)
 def test_enrichment_builders_reject_bad_bodies(build, reason: str) -> None:
     with pytest.raises(NormalizeError) as caught:
         build()
@@ -175,5 +281,7 @@ def test_a_webhook_alert_without_run_and_a_run_without_id_cannot_be_enriched() -
     from dataclasses import replace
 
     with pytest.raises(NormalizeError) as caught:
-        alerts_from_databricks_run(replace(_webhook(), run_id=""), {"state": {}}, received_at_ms=NOW)
+        alerts_from_databricks_run(
+            replace(_webhook(), run_id=""), {"state": {}}, received_at_ms=NOW
+        )
     assert caught.value.reason == "missing_run_id"

@@ -54,8 +54,12 @@ def cluster_terminated(code: str, kind: str | None, message: str = "") -> list[A
     payload = {
         "event": "cluster.terminated",
         "workspace_id": "1234567890123456",
-        "cluster": {"cluster_id": "0923-164208-meows279", "state": "TERMINATED",
-                    "state_message": message, "termination_reason": reason},
+        "cluster": {
+            "cluster_id": "0923-164208-meows279",
+            "state": "TERMINATED",
+            "state_message": message,
+            "termination_reason": reason,
+        },
     }
     return normalize(json.dumps(payload).encode(), received_at_ms=NOW)
 
@@ -64,33 +68,70 @@ def _webhook() -> Alert:
     return normalize(fixture("databricks_job_failure_webhook.json"), received_at_ms=NOW)[0]
 
 
-def job_run(code: str = "", kind: str = "", *, result: str = "FAILED", message: str = "",
-            task_state: dict | None = None) -> list[Alert]:
+def job_run(
+    code: str = "",
+    kind: str = "",
+    *,
+    result: str = "FAILED",
+    message: str = "",
+    task_state: dict | None = None,
+) -> list[Alert]:
     """A ``jobs/runs/get`` body for the failure webhook, with one task when ``task_state``."""
     details = {k: v for k, v in (("code", code), ("type", kind)) if v}
     run = {
-        "job_id": 39832, "run_id": 455644833, "original_attempt_run_id": 455644833,
-        "run_name": "orders_nightly", "end_time": 1715090100000,
+        "job_id": 39832,
+        "run_id": 455644833,
+        "original_attempt_run_id": 455644833,
+        "run_name": "orders_nightly",
+        "end_time": 1715090100000,
         "cluster_instance": {"cluster_id": "0923-164208-meows279"},
-        "state": {"life_cycle_state": "TERMINATED", "result_state": result, "state_message": message},
+        "state": {
+            "life_cycle_state": "TERMINATED",
+            "result_state": result,
+            "state_message": message,
+        },
         "status": {"state": "TERMINATED", "termination_details": details},
         "tasks": [],
     }
     if task_state is not None:
-        run["tasks"] = [{"task_key": "ingest", "run_id": 2112892, "attempt_number": 0,
-                         "end_time": 1715090099000, "state": task_state}]
+        run["tasks"] = [
+            {
+                "task_key": "ingest",
+                "run_id": 2112892,
+                "attempt_number": 0,
+                "end_time": 1715090099000,
+                "state": task_state,
+            }
+        ]
     return alerts_from_databricks_run(_webhook(), run, received_at_ms=NOW)
 
 
 def task_failed(message: str, result: str = "FAILED") -> list[Alert]:
-    return job_run("RUN_EXECUTION_ERROR", "CLIENT_ERROR",
-                   task_state={"life_cycle_state": "TERMINATED", "result_state": result,
-                               "state_message": message})
+    return job_run(
+        "RUN_EXECUTION_ERROR",
+        "CLIENT_ERROR",
+        task_state={
+            "life_cycle_state": "TERMINATED",
+            "result_state": result,
+            "state_message": message,
+        },
+    )
 
 
 def simple_alert(code: str, message: str) -> list[Alert]:
-    payload = {"data": {"essentials": {"alertRule": "r"}, "alertContext": {"properties": {
-        "PipelineName": "p", "PipelineRunId": "run-1", "ErrorCode": code, "ErrorMessage": message}}}}
+    payload = {
+        "data": {
+            "essentials": {"alertRule": "r"},
+            "alertContext": {
+                "properties": {
+                    "PipelineName": "p",
+                    "PipelineRunId": "run-1",
+                    "ErrorCode": code,
+                    "ErrorMessage": message,
+                }
+            },
+        }
+    }
     return normalize(json.dumps(payload).encode(), received_at_ms=NOW)
 
 
@@ -105,6 +146,8 @@ def run_fixture() -> list[Alert]:
 
 
 # rule, payload, expected error type, expected action
+# one row per rule case, kept on one line each so the table reads as a table
+# fmt: off
 CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("adf-token-expired", lambda: adf_activity("3200", "Error 403. The Databricks access token has expired."), "AuthenticationError", Action.MANUAL),
     ("adf-credential-invalid", lambda: adf_activity("4121", "Request sent to Azure Machine Learning failed: the credential used has expired."), "AuthenticationError", Action.MANUAL),
@@ -167,16 +210,23 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("unknown", lambda: adf_activity("2011", "Something odd happened."), "Unknown", Action.MANUAL),
     ("unknown", lambda: cluster_terminated("DRIVER_NOT_RESPONDING", "ERROR"), "Unknown", Action.MANUAL),
 ]
+# fmt: on
 
 
-@pytest.mark.parametrize(("rule", "make", "error_type", "action"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("rule", "make", "error_type", "action"),
+    CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
+)
 def test_real_payload_lands_on_its_rule(rule: str, make, error_type: str, action: Action) -> None:
     failures = [a for a in make() if a.signal == Signal.FAILURE.value]
     assert failures, "the payload must yield a failure"
     result = classify(failures[0])
     assert (result.reason.split(" ")[0], result.error_type, result.action) == (
-        f"rule:{rule}", error_type, action.value)
+        f"rule:{rule}",
+        error_type,
+        action.value,
+    )
     if action is Action.MANUAL:
         assert (result.max_retries, result.backoff_s) == (0, ())
     else:
@@ -188,12 +238,25 @@ def test_every_rule_has_a_real_payload_case() -> None:
 
 
 MATRIX = {  # the user's remediation matrix: 8 ADF + 11 Databricks error types
-    "UserErrorSourceBlobNotExists", "GatewayTimeout", "HttpConnectionFailed", "ThrottlingError",
-    "UserErrorInvalidDataType", "UserErrorColumnNameInvalid", "AuthenticationError",
-    "InternalServerError", "DatabricksClusterStartFailure", "DatabricksJobExecutionError",
-    "DatabricksLibraryInstallationError", "DatabricksPermissionDenied", "DatabricksResourceExhausted",
-    "DatabricksTableNotFound", "DatabricksDriverNotResponding", "DatabricksSparkException",
-    "DatabricksTimeoutError", "ClusterUnexpectedTermination", "LibraryInstallFailed",
+    "UserErrorSourceBlobNotExists",
+    "GatewayTimeout",
+    "HttpConnectionFailed",
+    "ThrottlingError",
+    "UserErrorInvalidDataType",
+    "UserErrorColumnNameInvalid",
+    "AuthenticationError",
+    "InternalServerError",
+    "DatabricksClusterStartFailure",
+    "DatabricksJobExecutionError",
+    "DatabricksLibraryInstallationError",
+    "DatabricksPermissionDenied",
+    "DatabricksResourceExhausted",
+    "DatabricksTableNotFound",
+    "DatabricksDriverNotResponding",
+    "DatabricksSparkException",
+    "DatabricksTimeoutError",
+    "ClusterUnexpectedTermination",
+    "LibraryInstallFailed",
 }
 
 
@@ -201,23 +264,33 @@ def test_every_matrix_error_type_is_reached_by_a_case() -> None:
     assert {case[2] for case in CASES} >= MATRIX
 
 
-@pytest.mark.parametrize(("error_type", "backoff"), [
-    ("GatewayTimeout", (10, 30, 60)),
-    ("HttpConnectionFailed", (5, 15, 30)),
-    ("ThrottlingError", (30, 60, 120, 300, 600)),
-    ("InternalServerError", (30, 60)),
-    ("DatabricksClusterStartFailure", (60, 120)),
-    ("DatabricksTimeoutError", (30, 60)),
-    ("DatabricksDriverNotResponding", (60,)),
-])
+@pytest.mark.parametrize(
+    ("error_type", "backoff"),
+    [
+        ("GatewayTimeout", (10, 30, 60)),
+        ("HttpConnectionFailed", (5, 15, 30)),
+        ("ThrottlingError", (30, 60, 120, 300, 600)),
+        ("InternalServerError", (30, 60)),
+        ("DatabricksClusterStartFailure", (60, 120)),
+        ("DatabricksTimeoutError", (30, 60)),
+        ("DatabricksDriverNotResponding", (60,)),
+    ],
+)
 def test_matrix_seed_schedules(error_type: str, backoff: tuple[int, ...]) -> None:
     assert DEFAULT_SCHEDULES[error_type] == backoff
 
 
-@pytest.mark.parametrize("error_type", [
-    "UserErrorColumnNameInvalid", "DatabricksPermissionDenied", "DataIntegrityError",
-    "SchemaMismatchError", "AuthenticationError", "Unknown",
-])
+@pytest.mark.parametrize(
+    "error_type",
+    [
+        "UserErrorColumnNameInvalid",
+        "DatabricksPermissionDenied",
+        "DataIntegrityError",
+        "SchemaMismatchError",
+        "AuthenticationError",
+        "Unknown",
+    ],
+)
 def test_never_automate_list_is_manual_in_every_row(error_type: str) -> None:
     rows = [rule for rule in DEFAULT_RULES if rule.error_type == error_type]
     assert rows and all(rule.action is Action.MANUAL for rule in rows)
@@ -238,17 +311,26 @@ def test_rule_names_are_unique_and_unknown_is_last_and_unconditional() -> None:
 
 
 def _alert(**fields) -> Alert:
-    return Alert(alert_id="a", source=fields.pop("source", Source.DATABRICKS.value),
-                 kind=fields.pop("kind", Kind.CLUSTER.value), **fields)
+    return Alert(
+        alert_id="a",
+        source=fields.pop("source", Source.DATABRICKS.value),
+        kind=fields.pop("kind", Kind.CLUSTER.value),
+        **fields,
+    )
 
 
-@pytest.mark.parametrize(("code", "code_source", "error_type"), [
-    ("DRIVER_NOT_RESPONDING", "cluster_event", "DatabricksDriverNotResponding"),
-    ("DRIVER_NOT_RESPONDING", "termination_reason", "Unknown"),  # not a termination code
-    ("DRIVER_UNREACHABLE", "termination_reason", "DatabricksDriverNotResponding"),
-    ("DRIVER_UNREACHABLE", "cluster_event", "Unknown"),  # not an event type
-])
-def test_cluster_event_types_and_termination_codes_stay_apart(code, code_source, error_type) -> None:
+@pytest.mark.parametrize(
+    ("code", "code_source", "error_type"),
+    [
+        ("DRIVER_NOT_RESPONDING", "cluster_event", "DatabricksDriverNotResponding"),
+        ("DRIVER_NOT_RESPONDING", "termination_reason", "Unknown"),  # not a termination code
+        ("DRIVER_UNREACHABLE", "termination_reason", "DatabricksDriverNotResponding"),
+        ("DRIVER_UNREACHABLE", "cluster_event", "Unknown"),  # not an event type
+    ],
+)
+def test_cluster_event_types_and_termination_codes_stay_apart(
+    code, code_source, error_type
+) -> None:
     alert = _alert(error_code=code, details={"code_source": code_source})
     assert classify(alert).error_type == error_type
 
@@ -259,7 +341,11 @@ def test_an_empty_table_still_classifies_unknown_as_manual() -> None:
 
 
 def test_rule_max_retries_overrides_the_schedule_length() -> None:
-    table = (Rule("one-shot", "GatewayTimeout", Action.RETRY_PIPELINE, "low", source="adf", max_retries=1),)
+    table = (
+        Rule(
+            "one-shot", "GatewayTimeout", Action.RETRY_PIPELINE, "low", source="adf", max_retries=1
+        ),
+    )
     result = classify(_alert(source="adf", kind="pipeline_run"), table=table)
     assert (result.max_retries, result.backoff_s) == (1, (10, 30, 60))
 
