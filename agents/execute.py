@@ -1,6 +1,6 @@
 """Executors: one agent per action topic, many actions in flight per worker.
 
-Each request runs its action's procedure (:mod:`agents.remedies`), and the report or the
+Each request runs its action's procedure (:mod:`agents.procedures`), and the report or the
 platform error is turned into effects by :mod:`streams.policy.steps`: verify later, retry the
 step, re-enter the chain, or hand over to people.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from agents.common import CRASH_WORKER, now_ms, run_concurrently
 from agents.outbox import SharedOutbox
 from agents.platforms import Platforms
-from agents.remedies import procedure_for
+from agents.procedures import procedure_for
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
 from streams.codecs import decode

@@ -2,8 +2,8 @@
 
 A procedure takes the :class:`ActionRequest`, the :class:`Platforms` and the time, and returns
 a :class:`StepReport` or raises :class:`PlatformError` (:class:`CannotRemediate` when the action
-cannot help). The procedures are in :mod:`agents.remedies_adf` and
-:mod:`agents.remedies_databricks`; :mod:`agents.remedies` picks one per action.
+cannot help). The procedures are in :mod:`agents.procedures_adf` and
+:mod:`agents.procedures_databricks`; :mod:`agents.procedures` picks one per action.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One procedure per action: the platform calls that carry a remediation step out
-(ADF in :mod:`agents.remedies_adf`, Databricks in :mod:`agents.remedies_databricks`), or the
+(ADF in :mod:`agents.procedures_adf`, Databricks in :mod:`agents.procedures_databricks`), or the
 action's configured playbook, or paging people.
 
 Each takes the :class:`ActionRequest` and the platform clients and returns a
@@ -14,8 +14,8 @@ time (:func:`agents.common.run_concurrently`).
 from __future__ import annotations
 
 from agents.platforms import Platforms, Procedure
-from agents.remedies_adf import retry_pipeline, upstream_check, verify_adf_run
-from agents.remedies_databricks import (
+from agents.procedures_adf import retry_pipeline, upstream_check, verify_adf_run
+from agents.procedures_databricks import (
     library_fallback,
     repair_job,
     restart_cluster,
