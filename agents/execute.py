@@ -13,7 +13,7 @@ from agents.common import CRASH_WORKER, now_ms, run_concurrently
 from agents.outbox import SharedOutbox
 from agents.platforms import Platforms
 from agents.procedures import procedure_for
-from streams.adapters.errors import ErrorKind, PlatformError
+from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
 from streams.app import Topology
 from streams.codecs import decode
 from streams.policy.breaker import Breakers, target_of
@@ -75,7 +75,10 @@ class StepRunner:
         try:
             report = await self.procedure(request, self.platforms, now)
         except PlatformError as error:
-            if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):
+            # our own rate limit held the call back: the platform did not fail
+            if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED) and not isinstance(
+                error, HeldBack
+            ):
                 breaker.failed(now_ms() / 1000)
             effects = after_error(
                 request,

@@ -53,3 +53,19 @@ class OutsideEstate(PlatformError):
 
     def __init__(self, what: str) -> None:
         super().__init__(ErrorKind.NOT_FOUND, f"{what} is outside the configured estate")
+
+
+class HeldBack(PlatformError):
+    """Our own rate limit held the call back: nothing was sent, so nothing failed.
+
+    Raised before a request is built when the target's token bucket is empty
+    (:mod:`streams.policy.throttle`). The step is deferred through the delay tiers like a 429,
+    but the platform said nothing, so a circuit breaker must not count it as a failure.
+    """
+
+    def __init__(self, what: str, wait_s: float) -> None:
+        super().__init__(
+            ErrorKind.THROTTLED,
+            f"{what}: held back {wait_s:.1f} s by our rate limit",
+            retry_after_s=wait_s,
+        )
