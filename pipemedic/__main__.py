@@ -1,3 +1,7 @@
+"""``python -m pipemedic``: the same command line as ``pipemedic``."""
+
+import sys
+
 from pipemedic.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

@@ -1,62 +1,211 @@
-"""``pipemedic`` command line: demo, worker, rules, report, topics, send, simulator."""
+"""``pipemedic`` command line: demo, worker, rules, report, topics, send, approve, simulator.
+
+A failure an operator can fix (a missing or malformed file, a bad setting, a broker or
+ClickHouse that does not answer) is told in one line on stderr and exits 1; the exception types
+that count as such are one table, :func:`expected_failures`. Anything else is a bug and keeps
+its traceback. ``--debug`` shows the traceback and the libraries' log messages every time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
+import socket
 import sys
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+EXIT_FAILURE = 1  # a runtime failure; usage errors exit 2 (argparse's own)
+EXIT_INTERRUPTED = 130
+# a TCP connect to the broker before aiokafka tries: nothing listening fails in this time,
+# in one line, instead of aiokafka's logged retries and 40 s request timeout
+BROKER_CONNECT_TIMEOUT_S = 5.0
+# the whole exchange (send, approve, topics); without it, a listener that is not Kafka or a
+# broker advertising an address we cannot reach would hold the command for aiokafka's timeouts
+BROKER_EXCHANGE_TIMEOUT_S = 60.0
+
+EXIT_CODES = """\
+exit codes:
+  0    done
+  1    runtime failure, told in one line on stderr: a missing or malformed file (alerts,
+       rules, estate, world), a bad PIPEMEDIC_* setting, the broker or ClickHouse not
+       answering, a demo that did not settle in time (--debug shows the traceback)
+  2    usage error: unknown command, missing or bad argument
+  130  interrupted
+"""
+
 # wide enough for the report when piped (rich assumes 80 columns without a terminal)
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipemedic", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class AlertsFileError(ValueError):
+    """A line of an alerts file is not JSON."""
 
-    demo = sub.add_parser("demo", help="run the whole pipeline on the embedded stack and report")
-    demo.add_argument("--alerts", type=Path, help="JSONL file: one raw topic message per line")
-    demo.add_argument("--world", type=Path, help="platform simulator world file (YAML/JSON)")
-    demo.add_argument("--json", action="store_true", help="print a machine-readable report")
+
+class BrokerUnreachable(ConnectionError):
+    """Nothing accepts a connection at the configured broker address."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipemedic",
+        description="Auto-remediation for Azure Data Factory and Databricks failures.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    debug_help = "on failure show the traceback, and show the libraries' log messages"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # also accepted after the command; SUPPRESS keeps a missing one from undoing the global one
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    as_json = "print JSON instead of a table"
+    demo = command("demo", "run the whole pipeline on the embedded stack, then the report")
+    demo.add_argument("--alerts", type=Path, help="JSONL file, one raw alert per line")
+    demo.add_argument("--world", type=Path, help="platform simulator world file (YAML or JSON)")
+    demo.add_argument("--json", action="store_true", help=as_json + " (per chain too)")
     demo.add_argument(
-        "--timeout", type=float, default=300.0, help="give up after this many seconds"
+        "--timeout", type=float, default=300.0, help="give up after this many seconds (300)"
     )
     demo.add_argument("--keep", action="store_true", help="keep the run's data folder")
 
-    sub.add_parser("worker", help="run a worker (settings from PIPEMEDIC_* variables)")
+    command("worker", "run a worker; settings come from PIPEMEDIC_* variables")
 
-    rules = sub.add_parser("rules", help="list the classification rule table")
-    rules.add_argument("--file", type=Path, help="rules file with overrides")
-    rules.add_argument("--json", action="store_true")
+    rules = command("rules", "print the classification rule table (first match wins)")
+    rules.add_argument("--file", type=Path, help="rules file with overrides and additions")
+    rules.add_argument("--json", action="store_true", help=as_json)
 
-    report = sub.add_parser("report", help="the remediation report from ClickHouse")
-    report.add_argument("--json", action="store_true")
+    report = command("report", "print the remediation report from ClickHouse")
+    report.add_argument("--json", action="store_true", help=as_json)
 
-    topics = sub.add_parser("topics", help="create every topic with its planned partition count")
+    topics = command("topics", "create every topic with its planned partition count")
     topics.add_argument("--list", action="store_true", help="only print the planned topics")
 
-    send = sub.add_parser("send", help="send a JSONL file of raw alerts to the raw topic")
-    send.add_argument("file", type=Path)
+    send = command("send", "send a JSONL file of raw alerts to the raw topic")
+    send.add_argument("file", type=Path, help="one alert per line; ${now-5m} becomes a time")
 
-    approve = sub.add_parser("approve", help="approve (or --reject) the action a chain waits on")
-    approve.add_argument("chain_id")
-    approve.add_argument("--reject", action="store_true")
-    approve.add_argument("--by", default=os.environ.get("USER", "someone"), help="who decides")
-    approve.add_argument("--reason", default="")
+    approve = command("approve", "approve (or --reject) the action a chain waits on")
+    approve.add_argument("chain_id", help="the chain, as in the awaiting_approval row")
+    approve.add_argument("--reject", action="store_true", help="refuse the action instead")
+    approve.add_argument(
+        "--by", default=os.environ.get("USER", "someone"), help="who decides ($USER)"
+    )
+    approve.add_argument("--reason", default="", help="why, recorded with the decision")
 
-    sim = sub.add_parser("simulator", help="serve the ADF/Databricks simulator on loopback")
-    sim.add_argument("--world", type=Path, required=True)
-    sim.add_argument("--port", type=int, default=0)
+    sim = command("simulator", "serve the ADF/Databricks/Azure AD simulator on loopback")
+    sim.add_argument("--world", type=Path, required=True, help="world file (YAML or JSON)")
+    sim.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
+    return parser
 
-    args = parser.parse_args(argv)
-    return COMMANDS[args.command](args)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    if args.command != "worker":  # a worker logs the Faust way
+        _library_logging(args.debug)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("pipemedic: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        message = explain(exc)
+        if message is None or args.debug:
+            raise
+        print(f"pipemedic: error: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]], ...]:
+    """Failures an operator causes and can fix, with what to tell them; first match wins.
+
+    Imported on the way out only, so a command that works does not load them all."""
+    import yaml
+    from aiokafka.errors import KafkaError
+    from faust.exceptions import ImproperlyConfigured
+    from pydantic import ValidationError
+
+    from pipemedic.embedded import BrokerStartError
+    from pipemedic.simulator.world import WorldError
+    from streams.adapters.errors import PlatformError
+    from streams.estate import EstateError
+    from streams.policy.rules import RulesError
+
+    return (
+        (AlertsFileError, str),
+        (BrokerUnreachable, str),
+        (EstateError, lambda e: f"{e} (PIPEMEDIC_ESTATE_FILE)"),
+        (RulesError, lambda e: f"rules file: {e}"),
+        (WorldError, lambda e: f"world file: {e}"),
+        (ValidationError, _invalid),
+        (ImproperlyConfigured, lambda e: f"Faust refused a setting: {e}"),
+        (yaml.YAMLError, lambda e: f"not valid YAML: {e}"),
+        (KafkaError, lambda e: f"broker: {e}"),
+        (BrokerStartError, lambda e: f"embedded broker: {e}"),
+        (PlatformError, str),  # ClickHouse unreachable or refusing us
+        (FileNotFoundError, lambda e: f"no such file: {e.filename}"),
+        (OSError, lambda e: f"{e.strerror}: {e.filename}" if e.filename else str(e)),
+    )
+
+
+def explain(exc: BaseException) -> str | None:
+    """The one line for an expected failure; None for a bug."""
+    for kind, say in expected_failures():
+        if isinstance(exc, kind):
+            return one_line(say(exc))
+    return None
+
+
+def one_line(text: str) -> str:
+    """Library messages span lines (YAML marks, validation lists): one line for a terminal."""
+    parts = [p.strip() for p in text.splitlines()]
+    parts = [p for p in parts if p.strip("^ ")]  # not YAML's caret under the error
+    line = ""
+    for part in parts:
+        line += part if not line else (" " if line.endswith(":") else "; ") + part
+    return line.rstrip(":")
+
+
+def _invalid(exc: Any) -> str:
+    """A pydantic error: a setting names its variable, another model its field path."""
+    settings = exc.title == "Settings"
+    problems = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        problems.append(f"{'PIPEMEDIC_' + where.upper() if settings else where}: {error['msg']}")
+    return ("bad setting: " if settings else f"invalid {exc.title}: ") + "; ".join(problems)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipemedic")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _library_logging(debug: bool) -> None:
+    """One-shot commands speak for themselves: a library's log lines (aiokafka's refused
+    connections, an unclosed client after a failed start) repeat the failure the command
+    reports, so they show only with --debug."""
+    handler = logging.StreamHandler()
+    # on the handler: some libraries set their own logger's level (urllib3 under ClickHouse)
+    handler.setLevel(logging.INFO if debug else logging.CRITICAL)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if debug else logging.CRITICAL, handlers=[handler])
 
 
 def _settings() -> Any:
@@ -65,9 +214,67 @@ def _settings() -> Any:
     return Settings()
 
 
+def alert_lines(path: Path, now: float) -> list[bytes]:
+    """An alerts file's messages, placeholders filled in; a line that is not JSON stops it here
+    rather than as a dead letter later."""
+    from pipemedic.stack import relative_times
+
+    lines = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        payload = relative_times(line.encode(), now)
+        try:
+            json.loads(payload)
+        except json.JSONDecodeError as exc:
+            where = f"{path}:{number}:{exc.colno}"
+            raise AlertsFileError(f"{where}: not JSON ({exc.msg})") from exc
+        lines.append(payload)
+    return lines
+
+
+def on_broker(settings: Any, exchange: Callable[[str], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``exchange(bootstrap)`` against the configured broker, failing in bounded time."""
+    from aiokafka.errors import KafkaConnectionError
+
+    url = settings.broker_url
+    bootstrap = url.removeprefix("kafka://")
+    require_listening(url)
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(exchange(bootstrap), BROKER_EXCHANGE_TIMEOUT_S)
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        raise BrokerUnreachable(
+            f"the broker at {url} did not finish within {BROKER_EXCHANGE_TIMEOUT_S:.0f} s"
+        ) from None
+    except KafkaConnectionError as exc:  # something listens there, but not a Kafka broker
+        raise BrokerUnreachable(f"no Kafka broker answers at {url}") from exc
+
+
+def require_listening(url: str) -> None:
+    """Raise :class:`BrokerUnreachable` unless some bootstrap server accepts a connection."""
+    problem: Exception | None = None
+    for server in url.replace(";", ",").split(","):
+        server = server.strip().removeprefix("kafka://")
+        host, colon, port = server.rpartition(":")
+        try:
+            address = (host.strip("[]"), int(port)) if colon else (server, 9092)
+            with socket.create_connection(address, BROKER_CONNECT_TIMEOUT_S):
+                return
+        except (OSError, ValueError) as exc:
+            problem = exc
+    reason = getattr(problem, "strerror", None) or str(problem) or type(problem).__name__
+    raise BrokerUnreachable(f"no broker answers at {url} ({reason}); see PIPEMEDIC_BROKER_URL")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipemedic.demo import run_demo
 
+    if args.alerts is not None:
+        alert_lines(args.alerts, time.time())  # a bad file fails before any process starts
     result = run_demo(
         alerts=args.alerts,
         world=args.world,
@@ -81,13 +288,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print_report(
             result.by_error_type, result.kpis, title=f"pipemedic demo — {result.summary()}"
         )
-    return 0 if result.complete else 1
+    return 0 if result.complete else EXIT_FAILURE
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipemedic.worker import run_worker
+    from pipemedic.worker import load_rulebook, run_worker
+    from streams.estate import load_estate
 
-    run_worker(_settings())
+    settings = _settings()
+    # mistakes in the files first, then the broker: each one line here, where Faust would
+    # log a traceback and stop
+    load_rulebook(settings.rules_file)
+    load_estate(settings.estate_file)
+    require_listening(settings.broker_url)
+    run_worker(settings)
     return 0
 
 
@@ -108,14 +322,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pipemedic.reporting import read_report
 
-    settings = _settings()
-    by_type, kpis, chains = read_report(settings)
+    by_type, kpis, chains = read_report(_settings())
     if args.json:
-        print(
-            json.dumps(
-                {"by_error_type": by_type, "kpis": kpis, "chains": chains}, indent=2, default=str
-            )
-        )
+        report = {"by_error_type": by_type, "kpis": kpis, "chains": chains}
+        print(json.dumps(report, indent=2, default=str))
     else:
         print_report(by_type, kpis, title="pipemedic report")
     return 0
@@ -130,27 +340,18 @@ def cmd_topics(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    bootstrap = settings.broker_url.removeprefix("kafka://")
-    created = asyncio.run(create_topics(bootstrap, names, settings.partitions))
+    created = on_broker(settings, lambda b: create_topics(b, names, settings.partitions))
     print(f"{len(created)} created, {len(names) - len(created)} already there")
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    import time
-
     from pipemedic.runtime import produce_raw
-    from pipemedic.stack import relative_times
     from streams.policy.routing import RAW
 
     settings = _settings()
-    now = time.time()
-    lines = [
-        relative_times(line.encode(), now)
-        for line in args.file.read_text().splitlines()
-        if line.strip()
-    ]
-    sent = asyncio.run(produce_raw(settings.broker_url.removeprefix("kafka://"), RAW, lines))
+    lines = alert_lines(args.file, time.time())
+    sent = on_broker(settings, lambda b: produce_raw(b, RAW, lines))
     print(f"sent {sent} messages to {RAW}")
     return 0
 
@@ -158,11 +359,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     from pipemedic.runtime import send_decision
 
-    settings = _settings()
-    bootstrap = settings.broker_url.removeprefix("kafka://")
     approve = not args.reject
-    asyncio.run(
-        send_decision(bootstrap, args.chain_id, approve=approve, by=args.by, reason=args.reason)
+    on_broker(
+        _settings(),
+        lambda b: send_decision(b, args.chain_id, approve=approve, by=args.by, reason=args.reason),
     )
     print(f"{'approved' if approve else 'rejected'}: {args.chain_id}")
     return 0
@@ -171,7 +371,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_simulator(args: argparse.Namespace) -> int:
     from pipemedic.simulator.__main__ import main as simulator_main
 
-    return simulator_main(["--world", str(args.world), "--port", str(args.port)])
+    simulator_main(["--world", str(args.world), "--port", str(args.port)])
+    return 0
 
 
 COMMANDS = {
