@@ -8,23 +8,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import (
-    CRASH_WORKER,
-    TableExpiry,
-    dead_letter_failure,
-    now_ms,
-)
+from agents.common import CRASH_WORKER, TableExpiry, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
-from streams.codecs import decode_items
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
 
 
+class Chains:
+    """Moves chains by the batches of ``chain-events``, kept in ``table`` (the Faust table;
+    any mapping in tests), at the time of ``topology.clock``."""
+
+    def __init__(self, topology: Topology, table: Any, policy: ChainPolicy) -> None:
+        self.topology = topology
+        self.policy = policy
+        # final chains carry their expiry; any other is dropped a horizon after its last change
+        self.expiry = TableExpiry(
+            table,
+            topology.settings.partitions,
+            lambda v: v.get("expires_at") or v.get("updated_at", 0) + policy.horizon_ms,
+        )
+
+    async def __call__(self, partition: int, events: list[ChainEvent]) -> None:
+        """Move each chain by its events in order; effects are sent before the table is
+        written, once per chain."""
+        now = self.topology.clock.now_ms()
+        table = self.expiry.table
+        self.expiry.sweep(partition, now)
+        outbox = Outbox(self.topology)
+        changed: dict[str, Chain] = {}
+        for event in events:
+            before = changed.get(event.chain_id)
+            if before is None:
+                stored = table.get(event.chain_id)
+                before = Chain.from_dict(stored) if stored else None
+            step = on_event(before, event, now_ms=now, policy=self.policy)
+            if step.schedule is not None:
+                outbox.add_request(step.schedule, now=now)
+            outbox.add_outcomes(step.outcomes)
+            if step.chain is not None:
+                changed[event.chain_id] = step.chain
+        await outbox.flush()
+        for chain_id, chain in changed.items():
+            table[chain_id] = value = chain.to_dict()
+            self.expiry.remember(partition, chain_id, value)
+
+
 def register(topology: Topology, *, page_hook: bool) -> None:
     """``page_hook``: a ``manual`` playbook is configured (see ``ChainPolicy.page_hook``)."""
-    app = topology.app
-    table = topology.chains
     settings = topology.settings
     policy = ChainPolicy(
         mode=settings.mode,
@@ -32,51 +63,8 @@ def register(topology: Topology, *, page_hook: bool) -> None:
         horizon_ms=settings.dedup_horizon_s * 1000,
         page_hook=page_hook,
     )
+    stage = Chains(topology, topology.chains, policy)
 
-    # final chains carry their expiry; any other is dropped a horizon after its last change
-    expiry = TableExpiry(
-        table,
-        settings.partitions,
-        lambda v: v.get("expires_at") or v.get("updated_at", 0) + policy.horizon_ms,
-    )
-
-    @app.agent(topology.chain_events, name="chains", **CRASH_WORKER)
+    @topology.app.agent(topology.chain_events, name="chains", **CRASH_WORKER)
     async def chains(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                items = decode_items("chain_event", event.value)
-                batch = [ChainEvent.from_dict(item) for item in items]
-                await _advance(topology, expiry, event.message.partition, batch, policy)
-            except Exception as exc:
-                await dead_letter_failure(topology, event.message, exc)
-
-
-async def _advance(
-    topology: Topology,
-    expiry: TableExpiry,
-    partition: int,
-    events: list[ChainEvent],
-    policy: ChainPolicy,
-) -> None:
-    """Move each chain by its events in order; effects are sent before the table is written,
-    once per chain."""
-    now = now_ms()
-    table = expiry.table
-    expiry.sweep(partition, now)
-    outbox = Outbox(topology)
-    changed: dict[str, Chain] = {}
-    for event in events:
-        before = changed.get(event.chain_id)
-        if before is None:
-            stored = table.get(event.chain_id)
-            before = Chain.from_dict(stored) if stored else None
-        step = on_event(before, event, now_ms=now, policy=policy)
-        if step.schedule is not None:
-            outbox.add_request(step.schedule, now=now)
-        outbox.add_outcomes(step.outcomes)
-        if step.chain is not None:
-            changed[event.chain_id] = step.chain
-    await outbox.flush()
-    for chain_id, chain in changed.items():
-        table[chain_id] = value = chain.to_dict()
-        expiry.remember(partition, chain_id, value)
+        await each_batch(topology, stream, "chain_event", ChainEvent.from_dict, stage)

@@ -1,22 +1,21 @@
-"""Small pieces every agent uses: the clock, dead-lettering, concurrency, table expiry.
+"""Small pieces every agent uses: the batch loop, dead-lettering, concurrency, table expiry.
 
-Sending (batched effects, routed requests) lives in :mod:`agents.outbox`.
-
-The wall clock is read here and handed to the pure policy as ``now_ms``.
+Sending (batched effects, routed requests) lives in :mod:`agents.outbox`. The time comes from
+``topology.clock`` (:mod:`streams.clock`) and is handed to the pure policy as ``now_ms``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from mode import CrashingSupervisor
 
 from agents.outbox import partition_for, send_outcomes
 from streams.app import Topology
-from streams.codecs import Undecodable, encode
+from streams.codecs import Undecodable, decode_items, encode
 from streams.policy.expiry import ExpiryIndex
 from streams.policy.expiry import sweep as sweep_expired
 from streams.policy.ids import event_id
@@ -28,15 +27,13 @@ from streams.policy.model import (
 
 log = logging.getLogger("pipemedic")
 
+T = TypeVar("T")
+
 # An agent that fails outside its own error handling takes the worker down with it. Faust
 # would restart just the agent, but the new one never sees the records its predecessor took
 # and did not acknowledge, so the partition would stall silently; a restarted worker reads
 # them again from the last commit.
 CRASH_WORKER = {"supervisor_strategy": CrashingSupervisor}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def origin_of(message: Any) -> str:
@@ -60,7 +57,7 @@ async def dead_letter(
 ) -> None:
     """Keep a message we cannot use, with the reason, and count it in the audit trail
     (``audit=False`` for outcome rows themselves: auditing them would feed the same sink)."""
-    at = now_ms()
+    at = topology.clock.now_ms()
     payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
     letter = DeadLetter(
         reason=reason,
@@ -85,6 +82,24 @@ async def dead_letter(
         detail=f"{reason}: {error[:500]}",
     )
     await send_outcomes(topology, (row,))
+
+
+async def each_batch(
+    topology: Topology,
+    stream: Any,
+    record: str,
+    parse: Callable[[dict[str, Any]], T],
+    handle: Callable[[int, list[T]], Awaitable[None]],
+) -> None:
+    """The loop of a batch stage: each message's items are decoded as ``record`` and handed to
+    ``handle`` with the message's partition. A message that does not decode, or whose handling
+    raised, is dead-lettered with the reason and the stage goes on."""
+    async for event in stream.events():
+        try:
+            batch = [parse(item) for item in decode_items(record, event.value)]
+            await handle(event.message.partition, batch)
+        except Exception as exc:
+            await dead_letter_failure(topology, event.message, exc)
 
 
 async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: Any) -> None:

@@ -23,7 +23,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter_failure, now_ms
+from agents.common import CRASH_WORKER, dead_letter_failure
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import Undecodable, decode_items
@@ -90,13 +90,13 @@ class TierHolds:
             await self.room.wait()  # backpressure: take nothing more until records fire
 
     def _hold_ms(self, held: Held) -> int:
-        return backoff.hold_ms(held.due_at, now_ms())
+        return backoff.hold_ms(held.due_at, self.topology.clock.now_ms())
 
     def _arm(self, tp: tuple[str, int]) -> None:
         head = self.waiting[tp][0]
         generation = self.generation
         loop = asyncio.get_running_loop()
-        self.timers[tp] = loop.call_later(
+        self.timers[tp] = self.topology.clock.call_later(
             self._hold_ms(head) / 1000, lambda: loop.create_task(self._release(tp, generation))
         )
 
@@ -126,7 +126,7 @@ class TierHolds:
         acknowledge the messages. A message with an item that is not a request is also
         dead-lettered; its other items still go."""
         outbox = Outbox(self.topology)
-        now = now_ms()
+        now = self.topology.clock.now_ms()
         bad: dict[int, tuple[Held, Exception]] = {}  # one dead letter per message, at most
         for held in due:
             for item in held.items:

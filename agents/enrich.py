@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agents.common import CRASH_WORKER, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, run_concurrently
 from agents.ingest import classify_alert
 from agents.outbox import Outbox
 from agents.platforms import Platforms
-from streams.adapters.errors import PlatformError
+from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
 from streams.codecs import decode
 from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
+from streams.policy.names import INVALID_NAME, invalid_name
 from streams.policy.normalize import alerts_from_adf_runs, alerts_from_databricks_run
 from streams.policy.remedies import latest_repair_id
 from streams.policy.rules import Classifier
@@ -35,8 +36,11 @@ class Enricher:
     async def __call__(self, event: Any) -> None:
         record = ClassifiedAlert.from_dict(decode("classified_alert", event.value))
         alert = record.alert
-        now = now_ms()
+        now = self.topology.clock.now_ms()
+        refused = invalid_name(alert)
         try:
+            if refused is not None:  # alert content never shapes a platform call
+                raise PlatformError(ErrorKind.BAD_REQUEST, f"{INVALID_NAME}: {refused}")
             enriched = await self.enrich(alert, now)
         except PlatformError as error:
             # keep the fact rather than lose it: people can still act on what we know

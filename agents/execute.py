@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, now_ms, run_concurrently
+from agents.common import CRASH_WORKER, run_concurrently
 from agents.outbox import SharedOutbox
-from agents.platforms import Platforms
+from agents.platforms import Platforms, Procedure
 from agents.procedures import procedure_for
 from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
 from streams.app import Topology
@@ -19,7 +19,9 @@ from streams.codecs import decode
 from streams.policy.breaker import Breakers, target_of
 from streams.policy.budget import Budget
 from streams.policy.model import Action, ActionRequest, Step
+from streams.policy.names import INVALID_NAME, invalid_name
 from streams.policy.steps import (
+    Effects,
     Status,
     StepConfig,
     after_error,
@@ -30,7 +32,11 @@ from streams.policy.steps import (
 
 
 class StepRunner:
-    """Runs one action's steps; ``topology`` is read by the dead-letter path too."""
+    """Runs one action's steps; ``topology`` is read by the dead-letter path too.
+
+    ``procedure`` defaults to the action's own (:func:`agents.procedures.procedure_for`);
+    the time and the timers are ``topology.clock``'s.
+    """
 
     def __init__(
         self,
@@ -40,14 +46,17 @@ class StepRunner:
         config: StepConfig,
         breakers: Breakers,
         budget: Budget,
+        *,
+        procedure: Procedure | None = None,
     ):
         self.topology = topology
+        self.clock = topology.clock
         self.budget = budget
         self.cost_usd = config.action_cost_usd.get(action, 0.0)
         # steps finishing together share messages
         self.outbox = SharedOutbox(topology, linger_s=topology.settings.executor_linger_s)
         self.platforms = platforms
-        self.procedure = procedure_for(action, platforms.estate)
+        self.procedure = procedure or procedure_for(action, platforms.estate)
         self.config = config
         self.breakers = breakers
         self.gated = action != Action.MANUAL.value  # paging people is never held back
@@ -56,19 +65,32 @@ class StepRunner:
 
     async def __call__(self, event: Any) -> None:
         request = ActionRequest.from_dict(decode("action_request", event.value))
-        now = now_ms()
-        breaker = self.breakers.for_target(target_of(request.alert.source, request.alert.scope))
+        await self.outbox.send(await self.run(request), now=self.clock.now_ms())
+
+    async def run(self, request: ActionRequest) -> Effects:
+        """One step of ``request``: what it leads to (nothing sent yet)."""
+        now = self.clock.now_ms()
+        alert = request.alert
+        refused = invalid_name(alert) if self.gated else None
+        if refused is not None:  # alert content never shapes a platform call
+            return after_error(
+                request,
+                kind=INVALID_NAME,
+                retryable=False,
+                retry_after_s=None,
+                detail=refused,
+                now_ms=now,
+                config=self.config,
+            )
+        breaker = self.breakers.for_target(target_of(alert.source, alert.scope))
         wait_s = breaker.wait_s(now / 1000) if self.gated else 0.0
         if wait_s > 0:
-            reason = f"circuit open for {request.alert.source} {request.alert.scope}"
-            effects = defer(request, wait_s=wait_s, reason=reason, now_ms=now)
-            await self.outbox.send(effects, now=now_ms())
-            return
+            reason = f"circuit open for {alert.source} {alert.scope}"
+            return defer(request, wait_s=wait_s, reason=reason, now_ms=now)
         costs = self.metered and request.step == Step.EXECUTE.value
         if costs and not self.budget.allows(self.cost_usd, now):
             reason = self.budget.why_not(self.cost_usd, now)
-            await self.outbox.send(over_budget(request, reason=reason, now_ms=now), now=now)
-            return
+            return over_budget(request, reason=reason, now_ms=now)
         if costs:  # charged before it runs, so actions in flight together cannot all pass
             self.budget.charge(self.cost_usd, now)
         report = None
@@ -79,23 +101,22 @@ class StepRunner:
             if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED) and not isinstance(
                 error, HeldBack
             ):
-                breaker.failed(now_ms() / 1000)
-            effects = after_error(
+                breaker.failed(self.clock.now_ms() / 1000)
+            return after_error(
                 request,
                 kind=error.kind.value,
                 retryable=error.retryable,
                 retry_after_s=error.retry_after_s,
                 detail=str(error),
-                now_ms=now_ms(),
+                now_ms=self.clock.now_ms(),
                 config=self.config,
             )
         else:
             breaker.succeeded()
-            effects = after_step(request, report, now_ms=now_ms(), config=self.config)
+            return after_step(request, report, now_ms=self.clock.now_ms(), config=self.config)
         finally:
             if costs and (report is None or report.status is not Status.STARTED):
                 self.budget.refund(self.cost_usd, now)  # nothing was started: nothing spent
-        await self.outbox.send(effects, now=now_ms())
 
 
 def register(topology: Topology, platforms: Platforms, budget: Budget) -> None:

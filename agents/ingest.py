@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, now_ms, origin_of
+from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, origin_of
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import encode
@@ -58,7 +58,7 @@ def register(topology: Topology, classifier: Classifier) -> None:
 async def _ingest_one(
     topology: Topology, classifier: Classifier, outbox: Outbox, message: Any
 ) -> None:
-    received = now_ms()
+    received = topology.clock.now_ms()
     try:
         alerts = normalize(message.value or b"", received_at_ms=received)
     except NormalizeError as exc:

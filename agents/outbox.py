@@ -105,7 +105,7 @@ class Outbox:
                 if delay_s is None:
                     raise
                 log.warning("send failed (%r); again in %gs", exc, delay_s)
-                await asyncio.sleep(delay_s)
+                await self.topology.clock.sleep(delay_s)
 
     async def _send_pending(self) -> None:
         topology = self.topology
@@ -162,7 +162,7 @@ class SharedOutbox:
         await sent
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.linger_s)
+        await self.topology.clock.sleep(self.linger_s)
         outbox, waiters = self._outbox, self._waiters
         fresh = Outbox(self.topology, self.retry_delays_s)
         self._outbox, self._waiters, self._flusher = fresh, [], None

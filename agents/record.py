@@ -18,7 +18,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, log, now_ms
+from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, log
 from streams.adapters.clickhouse import OutcomeWriter, SinkBackpressure, spent_since
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
@@ -71,7 +71,7 @@ def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
     async def look_at_spend() -> None:
         loop = asyncio.get_running_loop()
         while True:
-            looked_at = now_ms()
+            looked_at = topology.clock.now_ms()
             try:
                 spent = await loop.run_in_executor(
                     thread, spent_since, writer.store, day_of(looked_at) * DAY_MS
@@ -80,4 +80,4 @@ def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
                 log.warning("could not read today's spend: %s", exc)
             else:
                 budget.looked(spent, looked_at_ms=looked_at)
-            await asyncio.sleep(settings.cost_refresh_s)
+            await topology.clock.sleep(settings.cost_refresh_s)

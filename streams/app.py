@@ -7,11 +7,12 @@ configured schedules, so the app is built from settings at start-up rather than 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
+from streams.clock import Clock, SystemClock
 from streams.policy import backoff, routing
 from streams.policy.model import Action
 from streams.settings import Settings
@@ -36,6 +37,7 @@ class Topology:
     delays: dict[int, Any]  # tier seconds -> topic
     dedup: Any  # Table: dedup key -> DedupEntry dict
     chains: Any  # Table: chain id -> Chain dict
+    clock: Clock = field(default_factory=SystemClock)  # every agent's time and timers
 
     def action_topic(self, action: str) -> Any:
         return self.actions[action]

@@ -1,15 +1,15 @@
 """Delay tiers: a batch is held until its last item is due, in offset order, and acknowledged
-only after its items were sent on. Topics here record what would be sent."""
+only after its items were sent on. Topics here record what would be sent; time is a manual
+clock, so nothing here waits on a real timer."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from types import SimpleNamespace
 
 from agents.delay import TierHolds
 from streams.codecs import decode, decode_items
-from tests.agents.helpers import RecordingTopic, request
+from tests.agents.helpers import RecordingTopic, fake_topology, request, settle
 
 
 class AckLog:
@@ -21,12 +21,7 @@ class AckLog:
 
 
 def topology():
-    return SimpleNamespace(
-        settings=SimpleNamespace(partitions=4),
-        tiers=(5,),
-        actions={"retry_pipeline": RecordingTopic()},
-        delays={5: RecordingTopic()},
-    )
+    return fake_topology(tiers=(5,))
 
 
 def event(offset: int, partition: int = 0):
@@ -45,28 +40,39 @@ def items(now: int, *offsets_ms: int, prefix: str) -> list[dict]:
 
 async def test_a_batch_waits_for_its_last_item_and_keeps_offset_order():
     topo, acks = topology(), AckLog()
+    clock = topo.clock
     holds = TierHolds(topo, acks)
-    now = int(time.time() * 1000)
+    now = clock.now_ms()
     sent = topo.actions["retry_pipeline"].sent
     await holds.offer(event(0), items(now, 100, 250, prefix="a"))
     await holds.offer(event(1), items(now, 150, prefix="b"))  # due earlier, but behind offset 0
     await holds.offer(event(0, partition=1), items(now, 50, prefix="c"))  # its own partition
 
-    await asyncio.sleep(0.15)
+    await clock.advance(0.249)
     assert [key for key, _, _ in sent] == ["c-0"]  # partition 0's head is not due yet
     assert acks.acked == [0] and holds.held == 2
-    await asyncio.sleep(0.2)
+    await clock.advance(0.001)
     assert [key for key, _, _ in sent] == ["c-0", "a-0", "a-1", "b-0"]
     assert acks.acked == [0, 0, 1]
     for _, body, _ in sent:
         assert decode("action_request", body)["tier"] == ""  # due: straight to the action
-    assert holds.held == 0 and not holds.waiting
+    assert holds.held == 0 and not holds.waiting and clock.pending == 0
+
+
+async def test_nothing_fires_early():
+    topo, acks = topology(), AckLog()
+    holds = TierHolds(topo, acks)
+    await holds.offer(event(0), items(topo.clock.now_ms(), 5000, prefix="late"))
+    await topo.clock.advance(4.999)
+    assert topo.actions["retry_pipeline"].sent == [] and acks.acked == []
+    await topo.clock.advance(0.001)
+    assert [key for key, _, _ in topo.actions["retry_pipeline"].sent] == ["late-0"]
 
 
 async def test_a_due_batch_goes_at_once_and_a_longer_wait_hops_on_as_a_batch():
     topo, acks = topology(), AckLog()
     holds = TierHolds(topo, acks)
-    now = int(time.time() * 1000)
+    now = topo.clock.now_ms()
     batch = items(now, -10, -5, prefix="due")
     batch[1]["due_at"] = now + 60_000  # its hop ended, but it waits another minute
     await holds.offer(event(7), batch)
@@ -77,24 +83,34 @@ async def test_a_due_batch_goes_at_once_and_a_longer_wait_hops_on_as_a_batch():
     assert acks.acked == [7]
 
 
-class SlowTopic(RecordingTopic):
-    """A topic whose sends take a while, so other messages arrive while one is under way."""
+class GatedTopic(RecordingTopic):
+    """A topic whose sends wait until the test opens the gate, so other messages arrive
+    while one is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.sending = asyncio.Event()
 
     async def send(self, **kwargs):
-        await asyncio.sleep(0.1)
+        self.sending.set()
+        await self.gate.wait()
         await super().send(**kwargs)
 
 
 async def test_a_message_offered_while_its_partition_is_being_released_still_fires():
     topo, acks = topology(), AckLog()
-    topo.actions["retry_pipeline"] = SlowTopic()
+    slow = topo.actions["retry_pipeline"] = GatedTopic()
     holds = TierHolds(topo, acks)
-    now = int(time.time() * 1000)
+    now = topo.clock.now_ms()
     await holds.offer(event(0), items(now, 50, prefix="first"))
-    await asyncio.sleep(0.08)  # the release of offset 0 is now sending (it takes 0.1 s)
+    await topo.clock.advance(0.05)
+    assert slow.sending.is_set()  # the release of offset 0 is under way
     await holds.offer(event(1), items(now, 200, prefix="second"))
-    await asyncio.sleep(0.4)
-    sent = [key for key, _, _ in topo.actions["retry_pipeline"].sent]
+    slow.gate.set()
+    await settle()
+    await topo.clock.advance(0.15)
+    sent = [key for key, _, _ in slow.sent]
     assert sent == ["first-0", "second-0"]
     assert acks.acked == [0, 1]
     assert holds.held == 0 and not holds.waiting and not holds.timers
@@ -102,12 +118,20 @@ async def test_a_message_offered_while_its_partition_is_being_released_still_fir
 
 async def test_a_message_with_bad_items_is_dead_lettered_once_and_its_good_items_still_go():
     topo, acks = topology(), AckLog()
-    topo.dead_letter, topo.outcomes = RecordingTopic(), RecordingTopic()
     holds = TierHolds(topo, acks)
-    now = int(time.time() * 1000)
-    batch = items(now, -10, -10, -10, prefix="mixed")
+    batch = items(topo.clock.now_ms(), -10, -10, -10, prefix="mixed")
     del batch[0]["alert"], batch[2]["alert"]  # two items that are not requests
     await holds.offer(event(3), batch)
     assert [key for key, _, _ in topo.actions["retry_pipeline"].sent] == ["mixed-1"]
     assert len(topo.dead_letter.sent) == 1
     assert acks.acked == [3]
+
+
+async def test_a_rebalance_drops_held_records_unacknowledged_and_their_timers():
+    topo, acks = topology(), AckLog()
+    holds = TierHolds(topo, acks)
+    await holds.offer(event(0), items(topo.clock.now_ms(), 100, prefix="held"))
+    holds.forget()
+    await topo.clock.advance(1)
+    assert topo.actions["retry_pipeline"].sent == [] and acks.acked == []
+    assert holds.held == 0 and not holds.waiting

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,7 +19,7 @@ from streams.policy.model import (
     Outcome,
 )
 from streams.policy.steps import Effects
-from tests.agents.helpers import RecordingTopic, request
+from tests.agents.helpers import RecordingTopic, drive, fake_topology, request
 
 PARTITIONS = 4
 
@@ -29,15 +28,7 @@ TIERS = (5, 30)
 
 
 def topology():
-    return SimpleNamespace(
-        settings=SimpleNamespace(partitions=PARTITIONS),
-        classified=RecordingTopic(),
-        chain_events=RecordingTopic(),
-        outcomes=RecordingTopic(),
-        tiers=TIERS,
-        actions={"retry_pipeline": RecordingTopic()},
-        delays={t: RecordingTopic() for t in TIERS},
-    )
+    return fake_topology(partitions=PARTITIONS, tiers=TIERS)
 
 
 def alert(run_id: str, message: str = "") -> ClassifiedAlert:
@@ -95,12 +86,15 @@ async def test_steps_finishing_together_share_messages():
         ChainEvent(kind="executed", chain_id=f"c{i}", dedup_key="k", at=1, alert=alert("r").alert)
         for i in range(10)
     ]
-    await asyncio.gather(
+    sends = asyncio.gather(
         *(
             shared.send(Effects(chain_events=(e,), outcomes=(row(e.chain_id),)), now=1)
             for e in events
         )
     )
+    await topo.clock.advance(0.019)
+    assert topo.outcomes.sent == []  # still lingering for more steps
+    await drive(topo.clock, sends)
     assert len(topo.outcomes.sent) == 1
     assert len(decode_items("outcome", topo.outcomes.sent[0][1])) == 10
     assert len(topo.chain_events.sent) <= PARTITIONS
@@ -111,13 +105,16 @@ async def test_a_failed_flush_reaches_every_step_in_it():
     topo = topology()
     topo.outcomes.fail = True
     shared = SharedOutbox(topo, linger_s=0.01, retry_delays_s=())
-    results = await asyncio.gather(
-        *(shared.send(Effects(outcomes=(row(f"c{i}"),)), now=1) for i in range(3)),
-        return_exceptions=True,
+    results = await drive(
+        topo.clock,
+        asyncio.gather(
+            *(shared.send(Effects(outcomes=(row(f"c{i}"),)), now=1) for i in range(3)),
+            return_exceptions=True,
+        ),
     )
     assert all(isinstance(r, ConnectionError) for r in results)
     topo.outcomes.fail = False  # the next steps get a fresh outbox
-    await shared.send(Effects(outcomes=(row("c9"),)), now=1)
+    await drive(topo.clock, shared.send(Effects(outcomes=(row("c9"),)), now=1))
     assert len(topo.outcomes.sent) == 1
 
 
@@ -151,7 +148,7 @@ async def test_a_send_the_producer_gave_up_on_is_tried_again_and_nothing_is_sent
     for i in range(6):
         outbox.add_classified(alert(f"run-{i}"))
     outbox.add_outcomes([row("c1"), row("c2")])
-    await outbox.flush()
+    await drive(topo.clock, outbox.flush())
     assert topo.outcomes.attempts == 3 and len(topo.outcomes.sent) == 1
     classified = [
         i for _, b, _ in topo.classified.sent for i in decode_items("classified_alert", b)
@@ -165,7 +162,7 @@ async def test_a_send_that_keeps_failing_is_raised_after_the_last_retry():
     outbox = Outbox(topo, retry_delays_s=(0.01,))
     outbox.add_outcomes([row("c1")])
     with pytest.raises(ConnectionError):
-        await outbox.flush()
+        await drive(topo.clock, outbox.flush())
     assert topo.outcomes.attempts == 2
 
 

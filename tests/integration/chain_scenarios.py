@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from streams.policy.model import ActionRequest, Alert, Classification
 
 FACTORY = "adf-sales-prod"
 _TEMPLATE = json.loads((DEMO_DATA / "alerts.jsonl").read_text().splitlines()[0])
+
+
+def guid(label: str) -> str:
+    """A run id as ADF issues them (a GUID), named by ``label`` so a test reads as a story."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipemedic-test/{label}"))
 
 
 def gateway_alert(pipeline: str, run_id: str) -> bytes:

@@ -9,13 +9,13 @@ import pytest
 from pipemedic.demo import watch_until_settled
 from pipemedic.runtime import send_decision
 from pipemedic.stack import EmbeddedStack
-from tests.integration.chain_scenarios import gateway_alert, rules_file, wait_for_state, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, wait_for_state, world
 
 pytestmark = pytest.mark.integration
 
 
 def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
-    runs = {"approve-me": "Guarded", "reject-me": "Guarded"}
+    runs = {guid("approve-me"): "Guarded", guid("reject-me"): "Guarded"}
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
     with EmbeddedStack(
         tmp_path, world({"Guarded": ["Succeeded"]}, runs), rules_file=rules, mode="approval"
@@ -26,11 +26,13 @@ def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
         asyncio.run(asyncio.sleep(3))  # well past the 1 s backoff: still nothing may happen
         assert stack.simulator.count("POST", "*/createRun") == 0
         chains = {row["run_id"]: row["chain_id"] for row in waiting}
-        asyncio.run(send_decision(stack.bootstrap, chains["approve-me"], approve=True, by="alice"))
+        asyncio.run(
+            send_decision(stack.bootstrap, chains[guid("approve-me")], approve=True, by="alice")
+        )
         asyncio.run(
             send_decision(
                 stack.bootstrap,
-                chains["reject-me"],
+                chains[guid("reject-me")],
                 approve=False,
                 by="bob",
                 reason="change freeze",
@@ -39,8 +41,8 @@ def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
         watch = asyncio.run(watch_until_settled(stack, timeout_s=90))
         calls = stack.simulator.matching("POST", "*/createRun")
     assert watch.settled
-    assert [c.query["referencePipelineRunId"] for c in calls] == ["approve-me"]
-    assert watch.chains[chains["approve-me"]] == "resolved"
-    assert watch.chains[chains["reject-me"]] == "manual"
+    assert [c.query["referencePipelineRunId"] for c in calls] == [guid("approve-me")]
+    assert watch.chains[chains[guid("approve-me")]] == "resolved"
+    assert watch.chains[chains[guid("reject-me")]] == "manual"
     details = [r["detail"] for r in watch.rows]
     assert "approved by alice" in details and "rejected by bob: change freeze" in details

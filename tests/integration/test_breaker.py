@@ -10,11 +10,11 @@ import pytest
 from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
 from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, world
 
 pytestmark = pytest.mark.integration
 
-RUNS = {f"outage-run-{i}": "Flaky" for i in range(8)}
+RUNS = {guid(f"outage-run-{i}"): "Flaky" for i in range(8)}
 
 
 async def _deferred_rows(bootstrap: str, seconds: float) -> list[dict]:

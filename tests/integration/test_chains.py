@@ -15,6 +15,7 @@ from streams.codecs import decode
 from streams.policy import routing
 from tests.integration.chain_scenarios import (
     gateway_alert,
+    guid,
     manual_request,
     rules_file,
     wait_for_state,
@@ -30,13 +31,13 @@ def burst_and_chain(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chains")
     scenario = world(
         {"Burst": ["Succeeded"], "Stubborn": ["Failed"]},
-        {"burst-run-1": "Burst", "stubborn-run-1": "Stubborn"},
+        {guid("burst-run-1"): "Burst", guid("stubborn-run-1"): "Stubborn"},
     )
     rules = rules_file(folder, {"GatewayTimeout": [1, 1, 1]})
     with EmbeddedStack(folder, scenario, rules_file=rules) as stack:
         stack.send_raw(
-            [gateway_alert("Burst", "burst-run-1")] * 100
-            + [gateway_alert("Stubborn", "stubborn-run-1")]
+            [gateway_alert("Burst", guid("burst-run-1"))] * 100
+            + [gateway_alert("Stubborn", guid("stubborn-run-1"))]
         )
         watch = asyncio.run(watch_until_settled(stack, timeout_s=120))
         calls = stack.simulator.matching("POST", "*/createRun")
@@ -47,7 +48,9 @@ def test_a_burst_of_100_copies_is_acted_on_once(burst_and_chain):
     watch, calls = burst_and_chain
     assert watch.settled
     burst = [
-        r for r in watch.rows if r["run_id"] == "burst-run-1" or "burst-run-1" in r["chain_id"]
+        r
+        for r in watch.rows
+        if r["run_id"] == guid("burst-run-1") or guid("burst-run-1") in r["chain_id"]
     ]
     states = Counter(r["state"] for r in burst)
     assert states["received"] == 1 and states["duplicate"] == 99
@@ -60,8 +63,10 @@ def test_a_chain_spans_three_run_ids_and_max_retries_holds(burst_and_chain):
     reruns = [c for c in calls if "/pipelines/Stubborn/createRun" in c.path]
     # each rerun starts from the run that failed before it: three different run ids
     references = [c.query["referencePipelineRunId"] for c in reruns]
-    assert len(reruns) == 3 and len(set(references)) == 3 and references[0] == "stubborn-run-1"
-    chain = [r for r in watch.rows if r["chain_id"].endswith("stubborn-run-1")]
+    assert (
+        len(reruns) == 3 and len(set(references)) == 3 and references[0] == guid("stubborn-run-1")
+    )
+    chain = [r for r in watch.rows if r["chain_id"].endswith(guid("stubborn-run-1"))]
     executed = [r for r in chain if r["state"] == "executed"]
     assert [r["attempt"] for r in executed] == [1, 2, 3]
     # the run each attempt started is the one the next attempt reran from
@@ -128,7 +133,7 @@ def test_a_long_tier_delays_neither_a_short_tier_nor_another_partition(tmp_path)
 
 
 def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
-    runs = {f"kill-run-{i}": "Revived" for i in range(6)}
+    runs = {guid(f"kill-run-{i}"): "Revived" for i in range(6)}
     rules = rules_file(tmp_path, {"GatewayTimeout": [8]})
     with EmbeddedStack(
         tmp_path, world({"Revived": ["Succeeded"]}, runs), rules_file=rules
@@ -141,7 +146,7 @@ def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
         stack.start_new_worker()
         watch = asyncio.run(watch_until_settled(stack, timeout_s=120))
         # the state survived too: a copy of an alert handled before the kill stays a duplicate
-        stack.send_raw([gateway_alert("Revived", "kill-run-0")])
+        stack.send_raw([gateway_alert("Revived", guid("kill-run-0"))])
         after = asyncio.run(watch_until_settled(stack, timeout_s=60))
         calls = stack.simulator.matching("POST", "*/createRun")
     assert watch.settled and after.settled
@@ -154,6 +159,6 @@ def test_retries_pending_at_kill_9_fire_once_after_restart(tmp_path):
     late_copy = [
         r
         for r in after.rows
-        if r["run_id"] == "kill-run-0" and r["state"] in ("received", "duplicate")
+        if r["run_id"] == guid("kill-run-0") and r["state"] in ("received", "duplicate")
     ]
     assert [r["state"] for r in late_copy][-1] == "duplicate"

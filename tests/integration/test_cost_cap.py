@@ -10,7 +10,7 @@ import pytest
 from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
 from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, world
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,8 @@ def _final(rows: list[dict]) -> dict[str, dict]:
 
 
 def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
-    first = {f"cap-run-{i}": "Costly" for i in range(3)}
-    later = {f"cap-late-{i}": "Costly" for i in range(2)}
+    first = {guid(f"cap-run-{i}"): "Costly" for i in range(3)}
+    later = {guid(f"cap-late-{i}"): "Costly" for i in range(2)}
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
     # retry_pipeline is estimated at $0.40: a $1.00 cap allows two reruns a day
     with EmbeddedStack(

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
 from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, rules_file, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, world
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ async def _collect(bootstrap: str, topic: str, record: str, done, seconds: float
 def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(tmp_path):
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
     with EmbeddedStack(
-        tmp_path, world({"P": ["Succeeded"]}, {"after-poison": "P"}), rules_file=rules
+        tmp_path, world({"P": ["Succeeded"]}, {guid("after-poison"): "P"}), rules_file=rules
     ) as stack:
         time.sleep(6)  # joined
         asyncio.run(_poison(stack.bootstrap))
@@ -62,7 +62,7 @@ def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(
                 30,
             )
         )
-        stack.send_raw([gateway_alert("P", "after-poison")])
+        stack.send_raw([gateway_alert("P", guid("after-poison"))])
         rows = asyncio.run(
             _collect(
                 stack.bootstrap,
@@ -76,5 +76,5 @@ def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(
     assert sorted(letter["topic"] for letter in letters) == sorted((*POISONED, routing.CLASSIFIED))
     assert {letter["reason"] for letter in letters} == {"undecodable"}
     assert {bytes(letter["payload"]) for letter in letters} == {GARBAGE, PREFIX_ONLY}
-    assert any(r["state"] == "resolved" and r["run_id"] == "after-poison" for r in rows)
+    assert any(r["state"] == "resolved" and r["run_id"] == guid("after-poison") for r in rows)
     assert alive

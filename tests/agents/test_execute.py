@@ -1,0 +1,168 @@
+"""The executor without a broker: names checked before any call, the circuit breaker, the
+daily cost cap's charge and refund, and our own rate limit. Time is a manual clock; the
+procedure stands in for the platform calls (the adapters have tests of their own)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from agents.execute import StepRunner
+from agents.platforms import Platforms
+from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
+from streams.estate import Estate
+from streams.policy.breaker import Breakers
+from streams.policy.budget import Budget
+from streams.policy.model import ChainEventKind
+from streams.policy.steps import Status, StepConfig, StepReport
+from tests.agents.helpers import fake_topology, request
+
+RUN = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+
+class Procedure:
+    """Answers each call with the next of ``answers`` (a report, or an error to raise)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self, request, platforms, now_ms):
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def runner(procedure, *, cost_usd=0.0, cap_usd=0.0, threshold=3, cooldown_s=60.0):
+    topo = fake_topology()
+    budget = Budget(cap_usd=cap_usd)
+    config = StepConfig(action_cost_usd={"retry_pipeline": cost_usd})
+    platforms = Platforms(estate=Estate(), adf=None, databricks=None, playbooks=None)
+    run = StepRunner(
+        topo,
+        platforms,
+        "retry_pipeline",
+        config,
+        Breakers(threshold, cooldown_s),
+        budget,
+        procedure=procedure,
+    )
+    return run, topo.clock, budget
+
+
+def adf_request(chain: str = "c1", **alert_fields):
+    base = request(chain, due_at=0)
+    alert = replace(base.alert, scope="adf-sales-prod", pipeline="Load_Orders", run_id=RUN)
+    return replace(base, alert=replace(alert, **alert_fields))
+
+
+STARTED = StepReport(Status.STARTED, new_run_id="7a1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b")
+OUTAGE = PlatformError(ErrorKind.TRANSIENT, "HTTP 503")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"pipeline": "../../providers/Microsoft.Authorization/roleAssignments/x"},
+        {"pipeline": "Load.Orders"},
+        {"run_id": "not-a-guid"},
+        {"scope": "a/b"},
+        {"source": "databricks", "scope": "4417362907193652", "cluster_id": "../x"},
+        {"source": "databricks", "scope": "ws-1"},
+        {"source": "databricks", "scope": "4417362907193652", "run_id": "12 OR 1=1"},
+    ],
+)
+async def test_a_name_that_cannot_exist_is_refused_without_a_call(fields):
+    procedure = Procedure(STARTED)
+    run, _, _ = runner(procedure)
+    effects = await run.run(adf_request(**fields))
+    assert procedure.calls == 0
+    [event] = effects.chain_events
+    assert event.kind == ChainEventKind.ACTION_ERROR.value
+    assert event.detail.startswith("invalid_name: ") and "cannot exist" in event.detail
+    assert not effects.requests
+
+
+async def test_valid_names_go_through():
+    procedure = Procedure(STARTED)
+    run, _, _ = runner(procedure)
+    await run.run(adf_request())
+    await run.run(adf_request(source="databricks", scope="4417362907193652", run_id="455644833"))
+    assert procedure.calls == 2
+
+
+async def test_the_breaker_opens_after_repeated_outages_and_defers_without_calling():
+    procedure = Procedure(OUTAGE)
+    run, clock, _ = runner(procedure, threshold=3, cooldown_s=60)
+    for i in range(3):
+        effects = await run.run(adf_request(f"c{i}"))
+        assert effects.requests[0].context["step_retries"] == "1"  # retried, budget spent
+    deferred = await run.run(adf_request("c9"))
+    assert procedure.calls == 3  # the open breaker did not call
+    [again] = deferred.requests
+    assert "step_retries" not in again.context  # a deferral spends no retry
+    assert again.due_at == clock.now_ms() + 60_000
+    assert "circuit open" in deferred.outcomes[0].detail
+
+
+async def test_after_the_cooldown_one_probe_goes_out_and_a_success_closes_the_breaker():
+    procedure = Procedure(OUTAGE, OUTAGE, STARTED)
+    run, clock, _ = runner(procedure, threshold=2, cooldown_s=30)
+    await run.run(adf_request("a"))
+    await run.run(adf_request("b"))
+    await clock.advance(29.9)
+    await run.run(adf_request("c"))
+    assert procedure.calls == 2  # still open
+    await clock.advance(0.1)
+    await run.run(adf_request("d"))  # the probe
+    assert procedure.calls == 3
+    await run.run(adf_request("e"))
+    assert procedure.calls == 4  # closed again
+
+
+async def test_a_call_our_rate_limit_held_back_is_deferred_and_never_opens_the_breaker():
+    procedure = Procedure(HeldBack("ADF createRun", 2.5))
+    run, clock, _ = runner(procedure, threshold=1)
+    for i in range(3):
+        effects = await run.run(adf_request(f"c{i}"))
+        assert effects.requests[0].due_at >= clock.now_ms() + 2500
+    assert procedure.calls == 3  # the breaker stayed closed
+
+
+async def test_the_cost_cap_charges_before_the_call_and_refunds_what_never_started():
+    procedure = Procedure(OUTAGE, STARTED, STARTED)
+    run, clock, budget = runner(procedure, cost_usd=0.4, cap_usd=1.0)
+    now = clock.now_ms()
+    await run.run(adf_request("a"))  # failed: nothing started, the charge is refunded
+    assert budget.spent_usd(now) == 0
+    await run.run(adf_request("b"))
+    await run.run(adf_request("c"))
+    assert budget.spent_usd(now) == pytest.approx(0.8)
+    refused = await run.run(adf_request("d"))
+    assert procedure.calls == 3
+    [event] = refused.chain_events
+    assert event.kind == ChainEventKind.ACTION_ERROR.value and "daily cost cap" in event.detail
+
+
+async def test_the_cap_starts_afresh_on_a_new_utc_day():
+    procedure = Procedure(STARTED)
+    run, clock, budget = runner(procedure, cost_usd=1.0, cap_usd=1.0)
+    await run.run(adf_request("a"))
+    assert "daily cost cap" in (await run.run(adf_request("b"))).chain_events[0].detail
+    await clock.advance(24 * 3600)
+    await run.run(adf_request("c"))
+    assert procedure.calls == 2
+
+
+async def test_a_verify_step_is_never_charged():
+    procedure = Procedure(StepReport(Status.PENDING))
+    run, clock, budget = runner(procedure, cost_usd=1.0, cap_usd=1.0)
+    verify = replace(adf_request(), step="verify")
+    for _ in range(3):
+        effects = await run.run(verify)
+    assert procedure.calls == 3 and budget.spent_usd(clock.now_ms()) == 0
+    [again] = effects.requests  # looked at again later
+    assert again.step == "verify" and again.poll == verify.poll + 1
