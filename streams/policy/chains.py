@@ -287,17 +287,13 @@ def _row(
 ) -> Outcome:
     alert = event.alert
     classification = event.classification
-    return Outcome(
+    return Outcome.about(
+        alert,
         event_id=event_id(chain.chain_id, state.value, chain.attempts, alert.alert_id, event.kind),
         at=now_ms,
         chain_id=chain.chain_id,
         dedup_key=event.dedup_key,
         state=state.value,
-        source=alert.source,
-        scope=alert.scope,
-        pipeline=alert.pipeline,
-        run_id=alert.run_id,
-        alert_id=alert.alert_id,
         error_type=classification.error_type if classification else chain.error_type,
         risk=classification.risk if classification else "",
         action=chain.action,

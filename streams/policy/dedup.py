@@ -151,17 +151,13 @@ def outcome_for(
         return None
     alert = record.alert
     classification = record.classification
-    return Outcome(
+    return Outcome.about(
+        alert,
         event_id=event_id(key, state.value, alert.alert_id, decision.entry.copies),
         at=now_ms,
         chain_id=decision.chain_id,
         dedup_key=key,
         state=state.value,
-        source=alert.source,
-        scope=alert.scope,
-        pipeline=alert.pipeline,
-        run_id=alert.run_id,
-        alert_id=alert.alert_id,
         error_type=classification.error_type if classification else "",
         risk=classification.risk if classification else "",
         action=classification.action if classification else "",

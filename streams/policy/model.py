@@ -234,6 +234,19 @@ class Outcome:
         return _to_dict(self)
 
     @classmethod
+    def about(cls, alert: Alert, **fields: Any) -> Outcome:
+        """A row about ``alert``: where it came from and what it names are the alert's own;
+        ``fields`` give the rest (event id, time, chain, state, ...)."""
+        return cls(
+            source=alert.source,
+            scope=alert.scope,
+            pipeline=alert.pipeline,
+            run_id=alert.run_id,
+            alert_id=alert.alert_id,
+            **fields,
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
         return _from_dict(cls, data)
 

@@ -256,17 +256,13 @@ def _row(
     request: ActionRequest, state: OutcomeState, now_ms: int, report: StepReport | None
 ) -> Outcome:
     alert = request.alert
-    return Outcome(
+    return Outcome.about(
+        alert,
         event_id=event_id(request.action_id, state.value, request.poll),
         at=now_ms,
         chain_id=request.chain_id,
         dedup_key=request.dedup_key,
         state=state.value,
-        source=alert.source,
-        scope=alert.scope,
-        pipeline=alert.pipeline,
-        run_id=alert.run_id,
-        alert_id=alert.alert_id,
         error_type=request.classification.error_type,
         risk=request.classification.risk,
         action=request.action,
