@@ -2,8 +2,9 @@
 
 A failure an operator can fix (a missing or malformed file, a bad setting, a broker or
 ClickHouse that does not answer) is told in one line on stderr and exits 1; the exception types
-that count as such are one table, :func:`expected_failures`. Anything else is a bug and keeps
-its traceback. ``--debug`` shows the traceback and the libraries' log messages every time.
+that count as such are one table, :func:`pipemedic.failures.expected_failures`. Anything else
+is a bug and keeps its traceback. ``--debug`` shows the traceback and the libraries' log
+messages every time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from pipemedic.failures import AlertsFileError, BrokerUnreachable, explain
 
 EXIT_FAILURE = 1  # a runtime failure; usage errors exit 2 (argparse's own)
 EXIT_INTERRUPTED = 130
@@ -44,14 +47,6 @@ exit codes:
 
 # wide enough for the report when piped (rich assumes 80 columns without a terminal)
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
-
-
-class AlertsFileError(ValueError):
-    """A line of an alerts file is not JSON."""
-
-
-class BrokerUnreachable(ConnectionError):
-    """Nothing accepts a connection at the configured broker address."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,66 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pipemedic: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]], ...]:
-    """Failures an operator causes and can fix, with what to tell them; first match wins.
-
-    Imported on the way out only, so a command that works does not load them all."""
-    import yaml
-    from aiokafka.errors import KafkaError
-    from faust.exceptions import ImproperlyConfigured
-    from pydantic import ValidationError
-
-    from pipemedic.embedded import BrokerStartError
-    from pipemedic.simulator.world import WorldError
-    from streams.adapters.errors import PlatformError
-    from streams.estate import EstateError
-    from streams.policy.rules import RulesError
-
-    return (
-        (AlertsFileError, str),
-        (BrokerUnreachable, str),
-        (EstateError, lambda e: f"{e} (PIPEMEDIC_ESTATE_FILE)"),
-        (RulesError, lambda e: f"rules file: {e}"),
-        (WorldError, lambda e: f"world file: {e}"),
-        (ValidationError, _invalid),
-        (ImproperlyConfigured, lambda e: f"Faust refused a setting: {e}"),
-        (yaml.YAMLError, lambda e: f"not valid YAML: {e}"),
-        (KafkaError, lambda e: f"broker: {e}"),
-        (BrokerStartError, lambda e: f"embedded broker: {e}"),
-        (PlatformError, str),  # ClickHouse unreachable or refusing us
-        (FileNotFoundError, lambda e: f"no such file: {e.filename}"),
-        (OSError, lambda e: f"{e.strerror}: {e.filename}" if e.filename else str(e)),
-    )
-
-
-def explain(exc: BaseException) -> str | None:
-    """The one line for an expected failure; None for a bug."""
-    for kind, say in expected_failures():
-        if isinstance(exc, kind):
-            return one_line(say(exc))
-    return None
-
-
-def one_line(text: str) -> str:
-    """Library messages span lines (YAML marks, validation lists): one line for a terminal."""
-    parts = [p.strip() for p in text.splitlines()]
-    parts = [p for p in parts if p.strip("^ ")]  # not YAML's caret under the error
-    line = ""
-    for part in parts:
-        line += part if not line else (" " if line.endswith(":") else "; ") + part
-    return line.rstrip(":")
-
-
-def _invalid(exc: Any) -> str:
-    """A pydantic error: a setting names its variable, another model its field path."""
-    settings = exc.title == "Settings"
-    problems = []
-    for error in exc.errors():
-        where = ".".join(map(str, error["loc"]))
-        problems.append(f"{'PIPEMEDIC_' + where.upper() if settings else where}: {error['msg']}")
-    return ("bad setting: " if settings else f"invalid {exc.title}: ") + "; ".join(problems)
 
 
 def _version() -> str:
@@ -306,10 +241,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from pipemedic.worker import load_rulebook
-    from streams.policy.rules import rules_table_rows
+    from streams.policy import rules
 
-    rows = rules_table_rows(*load_rulebook(args.file))
+    # not pipemedic.worker's load_rulebook: importing the worker (Faust, every agent) would
+    # take most of this command's time
+    rulebook = (rules.DEFAULT_RULES, rules.DEFAULT_SCHEDULES)
+    rows = rules.rules_table_rows(*(rules.load_rules(args.file) if args.file else rulebook))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
