@@ -130,6 +130,13 @@ class SimulatorProcess:
             self.stop()
             raise RuntimeError(f"simulator did not start: {line!r}; see {self.log_path}")
         self.url = match.group(1)
+        tls = re.search(
+            r"https: (https://\S+) \(CA: (\S+)\)", self.process.stdout.readline().decode()
+        )
+        if not tls:
+            self.stop()
+            raise RuntimeError(f"simulator printed no https address; see {self.log_path}")
+        self.https_url, self.ca_file = tls.group(1), tls.group(2)
         return self
 
     def stop(self) -> None:
@@ -225,12 +232,13 @@ def stack(
                 shutil.copy(world, world_file)
             sim = SimulatorProcess(world_file, directory / "simulator.log").start()
             exits.callback(sim.stop)
-            sim_url, sim_pid = sim.url, sim.process.pid
+            sim_url, sim_pid, where = sim.url, sim.process.pid, sim
         else:
             handle = start_in_thread(world_obj)
             exits.callback(handle.stop)
-            sim_url, sim_pid = handle.url, None
-        estate = write_estate(directory, world_obj, sim_url, estate_extras)
+            sim_url, sim_pid, where = handle.url, None, handle
+        estate = write_estate(directory, world_obj, where, estate_extras)
+        overrides = {"ca_bundle": where.ca_file, **overrides}
         settings = fast_settings(directory, broker.url, estate, **overrides)
         topics = [*planned_topics(settings), *extra_topics]
         asyncio.run(create_topics(broker.bootstrap, topics, settings.partitions))

@@ -1,4 +1,4 @@
-"""HTTP client micro-benchmark: CPU per ADF call for the clients pipemedic could use.
+"""HTTP client micro-benchmark: stock httpx vs the httpx-aiohttp transport, per ADF call.
 
     python bench/http_calls.py [--calls 6000] [--concurrency 64] [--latency-ms 0]
                                [--rounds 3] [--keep]
@@ -6,32 +6,29 @@
 The platform simulator runs in its own process, so this process's CPU is the client's alone.
 Each *action* is the pair of ARM calls an ADF status check and idempotency look make:
 ``GET .../pipelineruns/{id}`` and ``POST .../queryPipelineRuns`` (JSON body), with a bearer
-token, every answer parsed as JSON; ``--concurrency`` actions in flight from one uvloop.
+token, over TLS (the simulator's https listener and its CA), every answer read through
+``streams.adapters.http.send_json`` (streamed, capped) and parsed as JSON;
+``--concurrency`` actions in flight from one uvloop.
 
-Variants, measured in turn against the same simulator (``--rounds`` times each, alternating,
-so the machine's drift hits all of them):
+Variants, both ``streams.adapters.http.http_client()`` (proxies from the environment, no
+redirects), measured in turn against the same simulator (``--rounds`` times each,
+alternating, so the machine's drift hits both):
 
-* ``aiohttp`` - the baseline: a bare ``aiohttp.ClientSession`` (no cookie jar, one pool),
-  the client the worker used before;
-* ``httpx`` - a plain ``httpx.AsyncClient`` on its own httpcore pool;
-* ``wire`` - ``streams.adapters.wire.Pool`` alone (bytes in, bytes out);
-* ``shared`` - ``streams.adapters.http.send_json`` over ``shared_http_client()``: the httpx
-  API the ADF, Azure AD and playbook adapters use, on the wire pool.
+* ``httpx`` - stock httpx on its own httpcore pool (the baseline);
+* ``httpx-aiohttp`` - the same client API on the ``httpx-aiohttp`` transport (aiohttp's
+  pool), what the worker uses.
 
 Prints per variant ``calls_per_s`` and ``cpu_us_per_call`` (median round) and the ratios
-``cpu_ratio_aiohttp_vs_wire`` and ``cpu_ratio_aiohttp_vs_shared`` (> 1: less CPU than the
-baseline).
+``cpu_ratio_httpx_vs_aiohttp`` (> 1: the aiohttp transport needs less CPU per call) and
+``rate_ratio_aiohttp_vs_httpx`` (> 1: it completes more calls per second).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
 import httpx
 import uvloop
 import yaml
@@ -45,8 +42,7 @@ from common import (
     run_dir,
 )
 
-from streams.adapters import wire
-from streams.adapters.http import send_json, shared_http_client
+from streams.adapters.http import http_client, send_json
 
 SUB, RG, FACTORY, RUN = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d", "rg-bench", "fac-bench", "run-1"
 TENANT = "bench-tenant"
@@ -77,7 +73,7 @@ def build_world(latency_ms: float) -> dict[str, Any]:
     }
 
 
-def token(sim_url: str) -> str:
+def token(sim_url: str, ca_file: str) -> str:
     answer = httpx.post(
         f"{sim_url}/{TENANT}/oauth2/v2.0/token",
         data={
@@ -86,6 +82,7 @@ def token(sim_url: str) -> str:
             "client_secret": "bench",
             "scope": "https://management.azure.com/.default",
         },
+        verify=ca_file,
     )
     answer.raise_for_status()
     return answer.json()["access_token"]
@@ -94,72 +91,19 @@ def token(sim_url: str) -> str:
 # ---- the variants: each returns (call, close) ------------------------------------------------
 
 
-def aiohttp_variant(headers: dict[str, str]) -> tuple[Call, Any]:
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+def variant(transport: str, ca_file: str) -> Callable[[dict[str, str]], tuple[Call, Any]]:
+    def build(headers: dict[str, str]) -> tuple[Call, Any]:
+        client = http_client(max_connections=256, ca_bundle=ca_file, transport=transport)
 
-    async def call(method: str, url: str, body: Any) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        fields = {**headers, "Content-Type": "application/json"} if data else headers
-        async with session.request(method, url, params=API, data=data, headers=fields) as answer:
-            return json.loads(await answer.read())
+        async def call(method: str, url: str, body: Any) -> dict:
+            answer = await send_json(
+                client, method, url, query=API, body=body, headers=headers, timeout_s=30, what="b"
+            )
+            return answer.json()
 
-    return call, session.close
+        return call, client.aclose
 
-
-def httpx_variant(headers: dict[str, str]) -> tuple[Call, Any]:
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
-
-    async def call(method: str, url: str, body: Any) -> dict:
-        answer = await client.request(method, url, params=API, json=body, headers=headers)
-        return answer.json()
-
-    return call, client.aclose
-
-
-def wire_variant(headers: dict[str, str]) -> tuple[Call, Any]:
-    pool = wire.Pool()
-    fields = [(name.encode(), value.encode()) for name, value in headers.items()]
-    with_body = [*fields, (b"Content-Type", b"application/json")]
-
-    async def call(method: str, url: str, body: Any) -> dict:
-        parts = urlsplit(url)
-        target = f"{parts.path}?{urlencode(API, quote_via=quote)}"
-        data = json.dumps(body).encode() if body is not None else b""
-        answer = await pool.exchange(
-            method,
-            (parts.scheme, parts.hostname or "", parts.port or 80),
-            target,
-            with_body if data else fields,
-            data,
-            connect_timeout=30,
-            read_timeout=30,
-        )
-        return json.loads(answer.body)
-
-    return call, pool.close
-
-
-def shared_variant(headers: dict[str, str]) -> tuple[Call, Any]:
-    client = shared_http_client()
-
-    async def call(method: str, url: str, body: Any) -> dict:
-        answer = await send_json(
-            client, method, url, query=API, body=body, headers=headers, timeout_s=30
-        )
-        return answer.json()
-
-    return call, client.aclose
-
-
-VARIANTS = {
-    "aiohttp": aiohttp_variant,
-    "httpx": httpx_variant,
-    "wire": wire_variant,
-    "shared": shared_variant,
-}
+    return build
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -173,10 +117,11 @@ async def measure(variant: str, call: Call, base: str, actions: int, concurrency
     return await call_round(variant, [action] * actions, concurrency, calls_per_action=2)
 
 
-async def bench(args: argparse.Namespace, sim_url: str) -> list[CallRound]:
-    headers = {"Authorization": f"Bearer {token(sim_url)}"}
+async def bench(args: argparse.Namespace, sim_url: str, ca_file: str) -> list[CallRound]:
+    headers = {"Authorization": f"Bearer {token(sim_url, ca_file)}"}
     base = f"{sim_url}/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.DataFactory/factories/{FACTORY}"
-    clients = {name: build(headers) for name, build in VARIANTS.items()}
+    variants = {"httpx": variant("httpx", ca_file), "httpx-aiohttp": variant("aiohttp", ca_file)}
+    clients = {name: build(headers) for name, build in variants.items()}
     try:
         for name, (call, _) in clients.items():  # pools and connections built outside
             progress(f"warming up {name} ...")
@@ -211,14 +156,14 @@ def main() -> None:
         world_file.write_text(yaml.safe_dump(build_world(args.latency_ms), sort_keys=False))
         sim = SimulatorProcess(world_file, directory / "simulator.log").start()
         try:
-            progress(f"simulator {sim.url} (latency {args.latency_ms:g} ms)")
-            rounds = uvloop.run(bench(args, sim.url))
+            progress(f"simulator {sim.https_url} (latency {args.latency_ms:g} ms)")
+            rounds = uvloop.run(bench(args, sim.https_url, sim.ca_file))
         finally:
             sim.stop()
 
     print(
         f"== http calls: simulator latency {args.latency_ms:g} ms, {args.concurrency} actions "
-        f"in flight, {args.calls} calls per round (GET run + POST queryPipelineRuns) =="
+        f"in flight, {args.calls} calls per round (GET run + POST queryPipelineRuns, TLS) =="
     )
     median = {}
     for name, (middle, errors) in median_rounds(rounds).items():
@@ -226,10 +171,9 @@ def main() -> None:
         print(f"{name}: calls_per_s: {middle.per_s:.0f}  cpu_us_per_call: {middle.cpu_us:.0f}")
         if errors:
             print(f"  errors: {dict(errors)}")
-    base = median["aiohttp"].cpu_us
-    print(f"cpu_ratio_aiohttp_vs_wire: {base / median['wire'].cpu_us:.2f}")
-    print(f"cpu_ratio_aiohttp_vs_shared: {base / median['shared'].cpu_us:.2f}")
-    print(f"cpu_ratio_httpx_vs_shared: {median['httpx'].cpu_us / median['shared'].cpu_us:.2f}")
+    httpx_, aio = median["httpx"], median["httpx-aiohttp"]
+    print(f"cpu_ratio_httpx_vs_aiohttp: {httpx_.cpu_us / aio.cpu_us:.2f}")
+    print(f"rate_ratio_aiohttp_vs_httpx: {aio.per_s / httpx_.per_s:.2f}")
 
 
 if __name__ == "__main__":

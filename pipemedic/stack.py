@@ -50,30 +50,37 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
     return Settings(**values)
 
 
-def write_estate(
-    run_dir: Path, world: Any, sim_url: str, extras: dict[str, Any] | None = None
-) -> Path:
-    """An estate pointing every platform of ``world`` at the simulator."""
+def write_estate(run_dir: Path, world: Any, sim: Any, extras: dict[str, Any] | None = None) -> Path:
+    """An estate pointing every platform of ``world`` at the simulator ``sim`` (its ``url``,
+    ``https_url``): Azure AD and ARM over TLS, secrets in files beside the estate."""
     if extras is None:
         extras = yaml.safe_load((DEMO_DATA / "estate_extras.yaml").read_text()) or {}
+    aad = world.azure_ad
     estate = {
-        "azure_ad": {
-            "tenant_id": world.azure_ad.tenant_id,
-            "client_id": world.azure_ad.client_id,
-            "client_secret": world.azure_ad.client_secret,
-            "authority_url": sim_url,
+        "credentials": {
+            "sim-sp": {
+                "type": "client_secret",
+                "tenant_id": aad.tenant_id,
+                "client_id": aad.client_id,
+                "client_secret": f"file:{_secret_file(run_dir, 'sim-sp', aad.client_secret)}",
+                "authority": sim.https_url,
+            }
         },
         "adf": {
-            "arm_url": sim_url,
+            "arm_url": sim.https_url,
             "factories": {
-                f.name: {"subscription_id": f.subscription, "resource_group": f.resource_group}
+                f.name: {
+                    "subscription_id": f.subscription,
+                    "resource_group": f.resource_group,
+                    "credential": "sim-sp",
+                }
                 for f in world.factories
             },
             **extras.get("adf", {}),
         },
         "databricks": {
             "workspaces": {
-                w.workspace_id: {"host": f"{sim_url}/databricks/{w.workspace_id}", "token": w.token}
+                w.workspace_id: {"host": f"{sim.url}/databricks/{w.workspace_id}", "token": w.token}
                 for w in world.workspaces
             },
             **extras.get("databricks", {}),
@@ -82,6 +89,14 @@ def write_estate(
     }
     path = run_dir / "estate.yaml"
     path.write_text(yaml.safe_dump(estate, sort_keys=False))
+    return path
+
+
+def _secret_file(run_dir: Path, name: str, secret: str) -> Path:
+    path = run_dir / "secrets" / name
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(secret)
+    path.chmod(0o600)
     return path
 
 
@@ -115,9 +130,13 @@ class EmbeddedStack:
             self.broker = self._stack.enter_context(EmbeddedBroker(self.run_dir / "broker"))
             self.simulator = start_in_thread(self.world)
             self._stack.callback(self.simulator.stop)
-            estate = write_estate(self.run_dir, self.world, self.simulator.url, self.estate_extras)
+            estate = write_estate(self.run_dir, self.world, self.simulator, self.estate_extras)
             self.settings = fast_settings(
-                self.run_dir, self.broker.url, estate, **self.settings_overrides
+                self.run_dir,
+                self.broker.url,
+                estate,
+                ca_bundle=self.simulator.ca_file,
+                **self.settings_overrides,
             )
             asyncio.run(
                 create_topics(

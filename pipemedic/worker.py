@@ -44,17 +44,21 @@ def planned_topics(settings: Settings) -> tuple[str, ...]:
 
 def build_platforms(settings: Settings, estate: Estate) -> Platforms:
     from streams.adapters.adf import ADFClient
-    from streams.adapters.azure_ad import TokenProvider
+    from streams.adapters.credentials import Credentials
     from streams.adapters.databricks import DatabricksClient
-    from streams.adapters.http import shared_http_client
+    from streams.adapters.http import http_client
     from streams.adapters.playbook import PlaybookClient
 
-    http = shared_http_client(
-        max_connections=settings.executor_concurrency, timeout_s=settings.http_timeout_s
+    ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
+    http = http_client(
+        max_connections=settings.executor_concurrency,
+        timeout_s=settings.http_timeout_s,
+        ca_bundle=ca_bundle,
     )
-    adf = None
-    if estate.azure_ad is not None and estate.adf.factories:
-        adf = ADFClient(estate.adf, TokenProvider(estate.azure_ad, http), http)
+    credentials = Credentials(
+        estate.credentials, ca_bundle=ca_bundle, timeout_s=settings.http_timeout_s
+    )
+    adf = ADFClient(estate.adf, credentials.credential_for, http) if estate.adf.factories else None
     dbx = DatabricksClient(estate.databricks) if estate.databricks.workspaces else None
     books = PlaybookClient(estate.playbooks, http) if estate.playbooks.urls else None
     return Platforms(estate=estate, adf=adf, databricks=dbx, playbooks=books)

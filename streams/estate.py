@@ -1,37 +1,51 @@
 """The estate: which factories and workspaces pipemedic may act on, and how to reach them.
 
-Read from one YAML file (``PIPEMEDIC_ESTATE_FILE``). Anything an alert names that is not
-here is outside the estate and is never acted on. Credentials may be written in the file or,
-better, referenced as ``env:VARIABLE`` so the file itself holds no secret.
+Read from one YAML file (``PIPEMEDIC_ESTATE_FILE``) into typed models. Anything an alert
+names that is not here is outside the estate and is never acted on. Loading is strict, like
+the simulator's world loader: an unknown or misspelled key, a missing one, or a reference to
+a credential that is not defined is an error naming its place
+(``estate.adf.factories.adf-prod: unknown key 'subscripton'``), because a typo in an estate
+silently changes what pipemedic may touch.
 
-    azure_ad: {tenant_id: ..., client_id: ..., client_secret: env:AZURE_CLIENT_SECRET,
-               authority_url: https://login.microsoftonline.com}
+Secrets are written ``env:NAME`` or ``file:/path`` so the file itself holds none; they are
+read at load time into ``SecretStr`` and never logged. Credentials are named once and
+referenced by name (several tenants and app registrations can live in one estate)::
+
+    credentials:
+      corp-sp:   {type: client_secret, tenant_id: ..., client_id: ..., client_secret: env:AZ_SECRET}
+      corp-cert: {type: certificate, tenant_id: ..., client_id: ..., certificate_path: /x.pem,
+                  password: env:P}                                  # password optional
+      vm-mi:     {type: managed_identity, client_id: ...}           # client_id optional
+      aks:       {type: workload_identity}                          # AKS env defaults
+      any:       {type: default}                                    # DefaultAzureCredential
     adf:
       arm_url: https://management.azure.com
-      factories: {adf-prod: {subscription_id: ..., resource_group: ...}}
+      factories: {adf-prod: {subscription_id: ..., resource_group: ..., credential: corp-sp}}
       dependencies: {adf-prod: {Copy_From_Bronze: [Load_To_Bronze]}}
       naming_convention_fallback: false
     databricks:
-      workspaces: {"1234567890": {host: https://adb-1234.azuredatabricks.net, token: env:DBX_TOKEN}}
+      workspaces:
+        "1234567890": {host: https://adb-1.azuredatabricks.net, auth: pat, token: env:DBX_TOKEN}
+        "2222": {host: ..., auth: oauth-m2m, client_id: ..., client_secret: env:DBX_SP_SECRET}
+        "3333": {host: ..., auth: azure, credential: corp-sp}   # Entra ID token
       library_fallbacks: {pandas: ["2.1.0", "2.0.3", "1.5.3"]}
+      threads: 64
     playbooks:  # an action listed here calls the webhook instead of the platform API
       urls: {manual: https://prod-00.westeurope.logic.azure.com/...}
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from streams.adapters.adf import ADFConfig, FactoryRef
-from streams.adapters.azure_ad import AzureADConfig
-from streams.adapters.databricks import DatabricksConfig, WorkspaceRef
+from streams.adapters.credentials import CREDENTIAL_TYPES, CredentialSpec, SecretRef
 from streams.adapters.playbook import PlaybookConfig
 
 
@@ -39,11 +53,105 @@ class EstateError(ValueError):
     pass
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FactoryEntry(_Section):
+    subscription_id: str
+    resource_group: str
+    credential: str  # a name under ``credentials:``
+
+
+class AdfSection(_Section):
+    arm_url: str = "https://management.azure.com"
+    factories: dict[str, FactoryEntry] = {}
+    dependencies: dict[str, dict[str, list[str]]] = {}
+    naming_convention_fallback: bool = False
+
+
+_NEEDS: Mapping[str, tuple[str, ...]] = {
+    "pat": ("token",),
+    "oauth-m2m": ("client_id", "client_secret"),
+    "azure": ("credential",),
+}
+
+
+class DatabricksWorkspace(_Section):
+    """How to reach one workspace: a PAT, a Databricks service principal (OAuth M2M), or an
+    Entra ID token from a named credential (``azure``)."""
+
+    host: str
+    auth: Literal["pat", "oauth-m2m", "azure"] = "pat"
+    token: SecretRef | None = None
+    client_id: str | None = None
+    client_secret: SecretRef | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_auth(self) -> DatabricksWorkspace:
+        missing = [name for name in _NEEDS[self.auth] if getattr(self, name) in (None, "")]
+        if missing:
+            raise ValueError(f"auth {self.auth} needs {', '.join(missing)}")
+        others = {name for needs in _NEEDS.values() for name in needs} - set(_NEEDS[self.auth])
+        stray = sorted(name for name in others if getattr(self, name) is not None)
+        if stray:
+            raise ValueError(f"auth {self.auth} takes no {', '.join(stray)}")
+        return self
+
+
+class DatabricksSection(_Section):
+    workspaces: dict[str, DatabricksWorkspace] = {}
+    library_fallbacks: dict[str, list[str]] = {}
+    threads: int = 64  # calls in flight at once, over all workspaces
+    timeout_s: float = 30.0  # set from PIPEMEDIC_HTTP_TIMEOUT_S, not the file
+
+
+class PlaybooksSection(_Section):
+    urls: dict[str, str] = {}
+
+
+class EstateFile(_Section):
+    credentials: dict[str, CredentialSpec] = {}
+    adf: AdfSection = AdfSection()
+    databricks: DatabricksSection = DatabricksSection()
+    playbooks: PlaybooksSection = PlaybooksSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_sections(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "azure_ad" in data:
+            raise ValueError(
+                "the azure_ad section moved to credentials: name it there (e.g. "
+                "credentials: {corp-sp: {type: client_secret, tenant_id, client_id, "
+                "client_secret}}) and give each factory credential: corp-sp"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _credentials_exist(self) -> EstateFile:
+        defined = ", ".join(self.credentials) or "none"
+        users = [
+            (f"adf.factories.{name}", ref.credential) for name, ref in self.adf.factories.items()
+        ] + [
+            (f"databricks.workspaces.{ws}", ref.credential)
+            for ws, ref in self.databricks.workspaces.items()
+            if ref.credential is not None
+        ]
+        for where, name in users:
+            if name not in self.credentials:
+                raise ValueError(
+                    f"{where} names credential {name!r}, which is not defined under "
+                    f"credentials (defined: {defined})"
+                )
+        return self
+
+
 @dataclass(frozen=True)
 class Estate:
-    azure_ad: AzureADConfig | None = None
+    credentials: Mapping[str, CredentialSpec] = field(default_factory=dict)
     adf: ADFConfig = field(default_factory=lambda: ADFConfig(factories={}))
-    databricks: DatabricksConfig = field(default_factory=lambda: DatabricksConfig(workspaces={}))
+    databricks: DatabricksSection = field(default_factory=DatabricksSection)
     playbooks: PlaybookConfig = field(default_factory=lambda: PlaybookConfig(urls={}))
     dependencies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     naming_convention_fallback: bool = False
@@ -63,65 +171,53 @@ def load_estate(path: Path | None, *, timeout_s: float = 20.0) -> Estate:
 
 
 def parse_estate(data: Mapping[str, Any], *, timeout_s: float = 20.0) -> Estate:
-    aad = data.get("azure_ad")
-    adf = data.get("adf") or {}
-    dbx = data.get("databricks") or {}
-    books = data.get("playbooks") or {}
+    try:
+        parsed = EstateFile.model_validate(data)
+    except ValidationError as exc:
+        raise EstateError(_explain(exc)) from None
+    adf, dbx = parsed.adf, parsed.databricks
     return Estate(
-        azure_ad=AzureADConfig(
-            tenant_id=_text(aad, "tenant_id"),
-            client_id=_text(aad, "client_id"),
-            client_secret=SecretStr(_secret(aad.get("client_secret", ""))),
-            **({"authority_url": aad["authority_url"]} if aad.get("authority_url") else {}),
-        )
-        if aad
-        else None,
+        credentials=parsed.credentials,
         adf=ADFConfig(
             factories={  # ARM names are case-insensitive; alerts carry them lower-cased
-                name.lower(): FactoryRef(
-                    _text(ref, "subscription_id"), _text(ref, "resource_group")
-                )
-                for name, ref in (adf.get("factories") or {}).items()
+                name.lower(): FactoryRef(ref.subscription_id, ref.resource_group, ref.credential)
+                for name, ref in adf.factories.items()
             },
+            arm_url=adf.arm_url,
             timeout_s=timeout_s,
-            **({"arm_url": adf["arm_url"]} if adf.get("arm_url") else {}),
         ),
-        databricks=DatabricksConfig(
-            workspaces={
-                str(ws): WorkspaceRef(
-                    host=_text(ref, "host"), token=SecretStr(_secret(ref.get("token", "")))
-                )
-                for ws, ref in (dbx.get("workspaces") or {}).items()
-            },
-            timeout_s=timeout_s,
-            **({"threads": int(dbx["threads"])} if dbx.get("threads") else {}),
-        ),
-        playbooks=PlaybookConfig(urls=dict(books.get("urls") or {}), timeout_s=timeout_s),
+        databricks=dbx.model_copy(update={"timeout_s": timeout_s}),
+        playbooks=PlaybookConfig(urls=dict(parsed.playbooks.urls), timeout_s=timeout_s),
         dependencies={
-            factory.lower(): {pipe: tuple(ups) for pipe, ups in (deps or {}).items()}
-            for factory, deps in (adf.get("dependencies") or {}).items()
+            factory.lower(): {pipe: tuple(ups) for pipe, ups in deps.items()}
+            for factory, deps in adf.dependencies.items()
         },
-        naming_convention_fallback=bool(adf.get("naming_convention_fallback", False)),
+        naming_convention_fallback=adf.naming_convention_fallback,
         library_fallbacks={
             name.lower(): tuple(str(v) for v in versions)
-            for name, versions in (dbx.get("library_fallbacks") or {}).items()
+            for name, versions in dbx.library_fallbacks.items()
         },
     )
 
 
-def _text(section: Mapping[str, Any], key: str) -> str:
-    value = section.get(key)
-    if value in (None, ""):
-        raise EstateError(f"estate: {key} is required")
-    return str(value)
-
-
-def _secret(value: Any) -> str:
-    """``env:NAME`` reads the secret from the environment, so the file can stay secret-free."""
-    text = str(value or "")
-    if text.startswith("env:"):
-        name = text[4:]
-        if name not in os.environ:
-            raise EstateError(f"estate: environment variable {name} is not set")
-        return os.environ[name]
-    return text
+def _explain(exc: ValidationError) -> str:
+    """pydantic's errors as ``estate.<place>: <what is wrong>``, one a line."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        # a credential's errors carry its type tag after its name: not a place in the file
+        if len(loc) >= 3 and loc[0] == "credentials" and loc[2] in CREDENTIAL_TYPES:
+            del loc[2]
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            where, what = loc[:-1], f"unknown key {loc[-1]!r}"
+        elif kind == "missing":
+            where, what = loc[:-1], f"missing required key {loc[-1]!r}"
+        elif kind in ("union_tag_not_found", "union_tag_invalid"):
+            tag = (error.get("ctx") or {}).get("tag")
+            said = f"type {tag!r} is unknown" if tag else "missing required key 'type'"
+            where, what = loc, f"{said}; one of {', '.join(CREDENTIAL_TYPES)}"
+        else:
+            where, what = loc, error["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(['estate', *where])}: {what}")
+    return "\n".join(dict.fromkeys(lines))

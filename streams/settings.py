@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     daily_cost_cap_usd: float = 0.0
     cost_refresh_s: float = 30.0
     http_timeout_s: float = 20.0
+    # PEM bundle trusted for TLS by the ADF/playbook HTTP client and the Azure credentials
+    # instead of the system CAs (a TLS-inspecting proxy's CA; the simulator's in tests)
+    ca_bundle: Path | None = None
     # per platform target: consecutive transient/throttled failures that open its breaker,
     # and how long it stays open before one call may test the target again
     breaker_threshold: int = 5

@@ -18,6 +18,7 @@ def _example_world() -> str:
 async def _serve(world: str, host: str, port: int) -> None:
     async with SimulatorServer(world, host=host, port=port) as server:
         print(f"pipemedic simulator serving {world} on {server.url}", flush=True)
+        print(f"  https: {server.https_url} (CA: {server.ca_file})", flush=True)
         for ws in server.sim.world.workspaces:
             print(
                 f"  databricks workspace {ws.workspace_id}: {server.databricks_host(ws.workspace_id)}"

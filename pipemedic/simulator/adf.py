@@ -10,6 +10,11 @@ repeats). Runs from the world file keep their status.
 Requests are validated where client bugs hide: ``api-version``, the bearer token, the
 subscription/resource group/factory triple (case-insensitive, as in ARM), recovery flags,
 rerunning a run that has not finished, query bodies without their required window.
+
+ARM's throttling is simulated per subscription: GETs spend the reads bucket, POSTs the
+writes bucket (sizes and refill rates from the world's ``arm_limits``). Every answer says
+what is left in ``x-ms-ratelimit-remaining-subscription-reads``/``-writes``; an empty bucket
+answers 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from aiohttp import web
 from pipemedic.simulator.aad import AzureADSim
 from pipemedic.simulator.protocol import BODY, SimError
 from pipemedic.simulator.world import ADF_OUTCOMES, FactorySpec, PipelineSpec, World
+from streams.policy.throttle import Rate, TokenBuckets
 
 _FACTORY = (
     "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataFactory/factories/{factory}"
 )
 _OPERANDS = {"PipelineName": "pipeline", "Status": "status", "RunGroupId": "run_group_id"}
+# what the throttling check left in the request for the answer's headers
+_REMAINING: Any = getattr(web, "RequestKey", lambda name, _type: name)("arm_remaining", object)
 
 
 @dataclass
@@ -101,10 +109,16 @@ class AdfSim:
         self._tokens = tokens
         self._clock = clock
         self.factories: dict[tuple[str, str, str], _Factory] = {}
+        self._buckets: dict[str, TokenBuckets] = {}
         self.reset()
 
     def reset(self) -> None:
         now = self._clock()
+        limits = self._world.arm_limits
+        self._buckets = {
+            operation: TokenBuckets(Rate(bucket.capacity, bucket.refill_per_s))
+            for operation, bucket in (("reads", limits.reads), ("writes", limits.writes))
+        }
         self.factories = {
             (f.subscription.lower(), f.resource_group.lower(), f.name.lower()): _Factory(f, now)
             for f in self._world.factories
@@ -133,6 +147,7 @@ class AdfSim:
             )
         self._tokens.check(request.headers.get("Authorization"))
         info = request.match_info
+        self._throttle(request, info["sub"].lower())
         factory = self.factories.get(
             (info["sub"].lower(), info["rg"].lower(), info["factory"].lower())
         )
@@ -144,6 +159,21 @@ class AdfSim:
                 "ResourceNotFound",
             )
         return factory
+
+    def _throttle(self, request: web.Request, subscription: str) -> None:
+        operation = "reads" if request.method == "GET" else "writes"
+        buckets, now = self._buckets[operation], self._clock()
+        wait = buckets.take(subscription, now)
+        if wait > 0:
+            raise SimError(
+                429,
+                f"Number of '{operation}' requests for subscription '{subscription}' actor "
+                "exceeded. Please try again after some time.",
+                "SubscriptionRequestsThrottled",
+                retry_after_s=wait,
+            )
+        remaining = int(buckets.tokens(subscription, now))
+        request[_REMAINING] = {f"x-ms-ratelimit-remaining-subscription-{operation}": str(remaining)}
 
     async def _create_run(self, request: web.Request) -> web.Response:
         factory = self._factory(request)
@@ -183,7 +213,7 @@ class AdfSim:
                 )
             if recovery:
                 group_id = reference.run_group_id
-        return web.json_response({"runId": self._start(factory, pipeline, group_id).run_id})
+        return _answer(request, {"runId": self._start(factory, pipeline, group_id).run_id})
 
     def _start(
         self, factory: _Factory, pipeline: PipelineSpec, group_id: str | None
@@ -231,7 +261,7 @@ class AdfSim:
                 run.polls_left -= 1
             else:
                 self._finish(run, factory)
-        return web.json_response(run.as_json())
+        return _answer(request, run.as_json())
 
     async def _query_runs(self, request: web.Request) -> web.Response:
         factory = self._factory(request)
@@ -248,7 +278,11 @@ class AdfSim:
         page: dict[str, Any] = {"value": [r.as_json() for r in runs[offset : offset + size]]}
         if offset + size < len(runs):
             page["continuationToken"] = f"sim-page-{offset + size}"
-        return web.json_response(page)
+        return _answer(request, page)
+
+
+def _answer(request: web.Request, body: Any) -> web.Response:
+    return web.json_response(body, headers=request.get(_REMAINING) or {})
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:

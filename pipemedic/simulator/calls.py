@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_SECRET_KEYS = frozenset({"client_secret", "token", "password"})
+_SECRET_KEYS = frozenset({"client_secret", "client_assertion", "token", "password"})
 
 
 @dataclass(frozen=True)

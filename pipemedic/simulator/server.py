@@ -9,13 +9,21 @@ Three ways to host it: ``async with SimulatorServer(world) as sim`` on the calle
 loop, :func:`start_in_thread` for synchronous code (its own loop on a daemon thread), and
 ``python -m pipemedic.simulator --world FILE --port N`` standalone. ``GET /_sim/calls`` and
 ``POST /_sim/reset`` expose the call log and a reset to other processes.
+
+The same app also answers over TLS on a second port (``https_url``), with a certificate for
+127.0.0.1 and localhost from a CA made for this run (``trustme``; its PEM is ``ca_file``):
+azure-identity's credentials refuse any authority that is not https, and clients should
+meet the TLS they meet in production. Both listeners share one call log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,6 +147,27 @@ class Simulator:
         return web.json_response({"reset": True})
 
 
+def _listening(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _tls_context(folder: str, host: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a certificate for ``host``, 127.0.0.1 and localhost, signed by
+    a CA made now; returns it and the CA's PEM file (what clients must trust)."""
+    import trustme  # a dependency of the simulator only; the worker never needs it
+
+    authority = trustme.CA(organization_name="pipemedic simulator")
+    names = dict.fromkeys([host, "127.0.0.1", "localhost"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(*names).configure_cert(context)
+    ca_file = f"{folder}/ca.pem"
+    authority.cert_pem.write_to_path(ca_file)
+    return context, ca_file
+
+
 async def _read_body(request: web.Request) -> Any:
     if not request.body_exists:
         return None
@@ -173,13 +202,27 @@ class _Addresses:
     ) -> list[Call]:
         return self.sim.log.matching(method, path, status)
 
+    https_url: str
+    ca_file: str
+
     @property
     def arm_url(self) -> str:
-        return self.url
+        return self.https_url
 
     @property
     def authority_url(self) -> str:
+        """What azure-identity's ``authority`` needs: https."""
+        return self.https_url
+
+    @property
+    def imds_url(self) -> str:
+        """For ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` (IMDS over plain http, as on a VM)."""
         return self.url
+
+    @property
+    def app_service_url(self) -> str:
+        """For ``IDENTITY_ENDPOINT`` (App Service managed identity)."""
+        return f"{self.url}/msi/token"
 
     def databricks_host(self, workspace_id: str) -> str:
         return f"{self.url}/databricks/{workspace_id}"
@@ -199,7 +242,10 @@ class SimulatorServer(_Addresses):
         self.sim = Simulator(world, clock=clock)
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
+        self._tls_dir: str | None = None
         self.url = ""
+        self.https_url = ""
+        self.ca_file = ""
 
     def reset(self) -> None:
         self.sim.reset()
@@ -209,19 +255,24 @@ class SimulatorServer(_Addresses):
             self.sim.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
         )
         await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        site = web.SockSite(runner, sock, backlog=2048)
-        await site.start()
         self._runner = runner
+        sock = _listening(self._host, self._port)
+        await web.SockSite(runner, sock, backlog=2048).start()
         self.url = f"http://{self._host}:{sock.getsockname()[1]}"
+        self._tls_dir = tempfile.mkdtemp(prefix="pipemedic-sim-tls-")
+        context, self.ca_file = _tls_context(self._tls_dir, self._host)
+        secure = _listening(self._host, 0)
+        await web.SockSite(runner, secure, ssl_context=context, backlog=2048).start()
+        self.https_url = f"https://{self._host}:{secure.getsockname()[1]}"
         return self
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     async def __aenter__(self) -> SimulatorServer:
         return await self.start()
@@ -237,7 +288,7 @@ class SimulatorThread(_Addresses):
         self, server: SimulatorServer, loop: asyncio.AbstractEventLoop, thread: threading.Thread
     ) -> None:
         self.server, self._loop, self._thread = server, loop, thread
-        self.url = server.url
+        self.url, self.https_url, self.ca_file = server.url, server.https_url, server.ca_file
 
     @property
     def sim(self) -> Simulator:

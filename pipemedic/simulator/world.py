@@ -88,13 +88,44 @@ class ErrorMode:
 
 
 @dataclass(frozen=True)
+class AppSpec:
+    """Another app registration: proves itself with a secret, a certificate (the PEM of the
+    registered certificate) or a federated token (workload identity), whichever is set."""
+
+    client_id: str
+    tenant_id: str = "sim-tenant"
+    client_secret: str = ""
+    certificate: str = ""  # PEM text, or a path to a PEM file
+    federated_token: str = ""
+
+
+@dataclass(frozen=True)
 class AzureAD:
     tenant_id: str = "sim-tenant"
     client_id: str = "sim-client"
     client_secret: str = "sim-secret"
+    apps: tuple[AppSpec, ...] = ()  # more app registrations, any tenant
+    # managed identity (IMDS and App Service endpoints): the user-assigned client ids that
+    # exist; a request naming none gets the system-assigned identity
+    managed_identities: tuple[str, ...] = ()
+    identity_header: str = "sim-identity-header"  # App Service's X-IDENTITY-HEADER
     expires_in_s: int = 3599  # what token answers advertise
     valid_for_s: float | None = None  # server-side lifetime; shorter than expires_in -> 401s
     valid_for_uses: int | None = None  # a token is refused after this many ARM calls
+
+
+@dataclass(frozen=True)
+class Bucket:
+    capacity: float
+    refill_per_s: float
+
+
+@dataclass(frozen=True)
+class ArmLimits:
+    """ARM's per-subscription token buckets (request-limits-and-throttling)."""
+
+    reads: Bucket = Bucket(250, 25)
+    writes: Bucket = Bucket(200, 10)
 
 
 # --- Azure Data Factory ------------------------------------------------------------------
@@ -247,6 +278,7 @@ class WorkspaceSpec:
 @dataclass(frozen=True)
 class World:
     azure_ad: AzureAD = field(default_factory=AzureAD)
+    arm_limits: ArmLimits = field(default_factory=ArmLimits)
     factories: tuple[FactorySpec, ...] = ()
     workspaces: tuple[WorkspaceSpec, ...] = ()
     error_modes: tuple[ErrorMode, ...] = ()

@@ -7,8 +7,16 @@ that group is what makes a repeated action detectable (:meth:`ADFClient.latest_i
 
 Only factories named in :class:`ADFConfig` are reachable (anything else is
 :class:`OutsideEstate`), and names and run ids taken from alerts only ever become escaped
-path segments. A 401 gets one token refresh and one retry; every other failure becomes a
-:class:`PlatformError` via :mod:`streams.adapters.http`.
+path segments. Each factory names its credential; its bearer token comes from that
+``azure-identity`` credential, which caches and refreshes it ahead of expiry. ARM refusing
+the token (401) is :attr:`ErrorKind.AUTH`, as in Azure's own SDKs: there is no stale token
+of ours to drop.
+
+ARM throttles per subscription and operation type (GET: reads; POST/PUT: writes). A call
+takes a token from our bucket for its subscription first (:mod:`streams.policy.throttle`);
+an empty bucket raises :class:`HeldBack` without sending, and every answer's
+``x-ms-ratelimit-remaining-subscription-*`` lowers the bucket to what ARM says is left. A 429
+still becomes ``THROTTLED`` with its ``Retry-After`` (:mod:`streams.adapters.http`).
 """
 
 from __future__ import annotations
@@ -20,16 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from azure.core.credentials_async import AsyncTokenCredential
 
-from streams.adapters.azure_ad import TokenProvider
-from streams.adapters.errors import ErrorKind, OutsideEstate, PlatformError
-from streams.adapters.http import (
-    error_from_exception,
-    error_from_response,
-    json_body,
-    path_segment,
-    send_json,
-)
+from streams.adapters.credentials import ARM_SCOPE, bearer_token
+from streams.adapters.errors import ErrorKind, HeldBack, OutsideEstate, PlatformError
+from streams.adapters.http import error_from_response, json_body, path_segment, send_json
+from streams.policy.throttle import ARM_READS, ARM_WRITES, Rate, TokenBuckets
 
 FINAL_STATUSES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
@@ -41,6 +45,7 @@ RUN_RETENTION = dt.timedelta(days=45)
 class FactoryRef:
     subscription_id: str
     resource_group: str
+    credential: str = "default"  # a name under the estate's ``credentials:``
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class ADFConfig:
     api_version: str = "2018-06-01"
     timeout_s: float = 30.0
     max_pages: int = 50  # queryPipelineRuns pages followed before giving up
+    reads: Rate = ARM_READS  # per subscription
+    writes: Rate = ARM_WRITES
 
 
 @dataclass(frozen=True)
@@ -72,15 +79,16 @@ class ADFClient:
     def __init__(
         self,
         config: ADFConfig,
-        tokens: TokenProvider,
+        credential_for: Callable[[str], AsyncTokenCredential],
         http: httpx.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
-        self._tokens = tokens
+        self._credential_for = credential_for
         self._http = http
         self._clock = clock
+        self._buckets = {"reads": TokenBuckets(config.reads), "writes": TokenBuckets(config.writes)}
 
     async def rerun_from_failure(self, factory: str, pipeline: str, run_id: str) -> str:
         """Start a recovery rerun of ``run_id`` from its failed activities; returns the new run id."""
@@ -171,32 +179,34 @@ class ADFClient:
         params: Mapping[str, str] | None = None,
         json: Any = None,
     ) -> dict:
-        url = f"{self._factory_url(factory)}/{'/'.join(tail)}"
+        name, ref = self._factory(factory)
+        url = f"{self._factory_url(name, ref)}/{'/'.join(tail)}"
         query = {"api-version": self._config.api_version, **(params or {})}
         what = f"ADF {method} {'/'.join(tail)} in {factory}"
-        for attempt in (1, 2):
-            token = await self._tokens.token()
-            try:
-                response = await send_json(
-                    self._http,
-                    method,
-                    url,
-                    query=query,
-                    body=json,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout_s=self._config.timeout_s,
-                )
-            except httpx.HTTPError as exc:
-                raise error_from_exception(exc, what) from None
-            if response.status_code == 401 and attempt == 1:
-                self._tokens.invalidate(token)  # expired or revoked: one fresh token, one retry
-                continue
-            if response.is_error:
-                raise error_from_response(response, what)
-            return json_body(response, what)
-        raise AssertionError("unreachable")  # pragma: no cover
+        operation = "reads" if method == "GET" else "writes"
+        buckets, scope = self._buckets[operation], f"arm|{ref.subscription_id.lower()}|{operation}"
+        wait = buckets.take(scope, self._clock())
+        if wait > 0:
+            raise HeldBack(what, wait)
+        token = await bearer_token(self._credential_for(ref.credential), ARM_SCOPE, what)
+        response = await send_json(
+            self._http,
+            method,
+            url,
+            query=query,
+            body=json,
+            headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"},
+            timeout_s=self._config.timeout_s,
+            what=what,
+        )
+        remaining = response.headers.get(f"x-ms-ratelimit-remaining-subscription-{operation}")
+        if remaining is not None and remaining.isdigit():
+            buckets.observe(scope, float(remaining), self._clock())
+        if not response.is_success:  # a 3xx too: redirects are not followed
+            raise error_from_response(response, what)
+        return json_body(response, what)
 
-    def _factory_url(self, factory: str) -> str:
+    def _factory(self, factory: str) -> tuple[str, FactoryRef]:
         ref = self._config.factories.get(factory)
         if ref is None:  # ARM names are case-insensitive; alert resource ids come lowercased
             factory, ref = next(
@@ -209,6 +219,9 @@ class ADFClient:
             )
         if ref is None:
             raise OutsideEstate(f"ADF factory {factory!r}")
+        return factory, ref
+
+    def _factory_url(self, factory: str, ref: FactoryRef) -> str:
         return (
             f"{self._config.arm_url.rstrip('/')}"
             f"/subscriptions/{path_segment(ref.subscription_id, 'subscription')}"

@@ -1,46 +1,61 @@
-"""How a plain-HTTP platform answer becomes a :class:`PlatformError`.
+"""How pipemedic speaks plain HTTP to ARM (ADF) and playbook webhooks, and how an answer
+becomes a :class:`PlatformError`.
 
-Azure AD, ADF (ARM) and the playbook webhooks all speak HTTP through one shared
-``httpx.AsyncClient``; this module decides, in one place, what their failures mean to the
-retry policy:
+One ``httpx.AsyncClient`` per worker (:func:`http_client`), on a well-kept transport:
+aiohttp through the ``httpx-aiohttp`` transport by default, or stock httpx (httpcore).
+httpcore's pool re-checks every pooled connection for every request and slows down sharply
+with hundreds of requests in flight (encode/httpx#3215), which is what a worker has;
+``bench/http_calls.py`` compares the two in one run. Either way the client
+
+* honours ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` from the
+  environment: it is built with ``trust_env`` and without ``transport=``, so httpx mounts one
+  proxy transport per proxied scheme and a direct one for ``NO_PROXY`` hosts;
+* trusts the system CAs, or only the PEM bundle named by ``PIPEMEDIC_CA_BUNDLE`` (a TLS
+  inspecting corporate proxy, the simulator's CA in tests);
+* has explicit timeouts (``PIPEMEDIC_HTTP_TIMEOUT_S`` for connect, read, write and pool);
+* **follows no redirect**. ARM and playbook endpoints answer API calls directly; a 3xx means
+  a wrong URL or something in between (a login page, a captive proxy), and following it would
+  send the bearer token and the body somewhere we did not choose. A 3xx is
+  :attr:`ErrorKind.BAD_REQUEST`, with the ``Location`` in the message;
+* reads at most :data:`MAX_ANSWER_BYTES` of an answer (decoded): the body is streamed and the
+  call fails as :attr:`ErrorKind.TRANSIENT` past that, so a broken proxy or a runaway
+  endpoint cannot fill the worker's memory. The largest answer we expect is a
+  ``queryPipelineRuns`` page (100 runs, a few hundred KB).
+
+Azure AD tokens do not travel through this client: ``azure-identity`` credentials
+(:mod:`streams.adapters.credentials`) bring their own azure-core pipeline.
+
+Failures mean the same to the retry policy whoever answered:
 
 * the status table below (first match wins) picks the :class:`ErrorKind`;
 * a throttled caller waits for what the platform said: ``retry-after-ms`` /
   ``x-ms-retry-after-ms`` (Azure), ``Retry-After`` (seconds or an HTTP date), and when a 429
   carries neither but an ARM ``x-ms-ratelimit-remaining-*`` budget reads 0, a fixed default;
 * ids that arrive in alerts become URL path segments that cannot change the path.
-
-Connection reuse and the client's own CPU per call decide throughput (hundreds of calls in
-flight per worker), so :func:`shared_http_client` builds the one client all HTTP adapters
-share. Its requests travel over a lean keep-alive pool (:class:`WireTransport`,
-:mod:`streams.adapters.wire`): httpx's own pool (httpcore 1.0) re-checks every pooled
-connection for every request and collapses to ~100-200 requests/s at 50+ in flight
-(encode/httpx#3215), and aiohttp, used before, costs about twice the CPU per exchange
-(``bench/http_calls.py``). The adapters keep the httpx API and ``httpx.MockTransport`` tests.
 """
 
 from __future__ import annotations
 
 import datetime
 import email.utils
-import functools
+import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
-import orjson
 
-from streams.adapters import wire
 from streams.adapters.errors import ErrorKind, PlatformError
 
 # A 429 that names no wait at all: long enough for an ARM token bucket to refill a little,
 # short enough not to stall a chain. The policy may stretch it; it never shortens it.
 DEFAULT_THROTTLE_S = 10.0
 
-# Status -> kind. Statuses not listed: 5xx -> TRANSIENT, other 4xx -> BAD_REQUEST.
-# 401 reaches this table only after the caller has already refreshed its token once.
+# The most of one answer we read (after content decoding); past it the call fails.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+# Status -> kind. Statuses not listed: 5xx -> TRANSIENT, 3xx and other 4xx -> BAD_REQUEST.
 KIND_BY_STATUS: Mapping[int, ErrorKind] = {
     401: ErrorKind.AUTH,
     403: ErrorKind.AUTH,
@@ -52,13 +67,35 @@ KIND_BY_STATUS: Mapping[int, ErrorKind] = {
 
 _DETAIL_CHARS = 300
 
+Transport = Literal["httpx", "aiohttp"]
 
-def shared_http_client(*, max_connections: int = 256, timeout_s: float = 30.0) -> httpx.AsyncClient:
-    """The one client every HTTP adapter of a worker shares; close it with ``aclose()``."""
-    return CookielessClient(
-        transport=WireTransport(max_connections=max_connections),
-        timeout=httpx.Timeout(timeout_s),
-    )
+
+def http_client(
+    *,
+    max_connections: int = 256,
+    timeout_s: float = 30.0,
+    ca_bundle: str | None = None,
+    transport: Transport = "aiohttp",
+) -> httpx.AsyncClient:
+    """The one client every HTTP adapter of a worker shares; close it with ``aclose()``.
+
+    No ``transport=`` is passed on purpose: httpx reads proxies from the environment only
+    when it builds the transports itself.
+    """
+    options: dict[str, Any] = {
+        "trust_env": True,
+        "follow_redirects": False,
+        "timeout": httpx.Timeout(timeout_s),
+        "limits": httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        "verify": ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
+    }
+    if transport == "aiohttp":
+        from httpx_aiohttp import HttpxAiohttpClient
+
+        return HttpxAiohttpClient(**options)
+    return httpx.AsyncClient(**options)
 
 
 async def send_json(
@@ -66,157 +103,69 @@ async def send_json(
     method: str,
     url: str,
     *,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | None = None,
     body: Any = None,
     headers: Mapping[str, str],
     timeout_s: float,
+    what: str,
+    max_bytes: int = MAX_ANSWER_BYTES,
 ) -> httpx.Response:
-    """One JSON request, built directly as an ``httpx.Request`` and sent by ``client``.
+    """One JSON request; the answer is read in full (at most ``max_bytes``).
 
-    Same bytes on the wire as ``client.request(method, url, params=query, json=body, ...)``
-    minus the client's default headers, at about half its CPU: ``AsyncClient.request`` merges
-    the base URL, params, headers and cookies by re-parsing the URL several times, ~100 µs
-    per call, a sixth of an ADF action's CPU in bench/executors.py.
+    Transport failures become :class:`PlatformError`; the caller decides about statuses
+    (:func:`error_from_response`), so it can read throttling headers of any answer.
     """
-    target = _url(url, tuple(query.items()) if query else ())
-    # the answers are small JSON: asking for them uncompressed costs less than inflating them
-    fields = {"Accept-Encoding": "identity", **headers}
-    content = b""
-    if body is not None:
-        content = orjson.dumps(body)
-        fields["Content-Type"] = "application/json"
-    request = httpx.Request(
+    request = client.build_request(
         method,
-        target,
-        content=content,
-        headers=fields,
-        extensions={"timeout": _timeouts(timeout_s)},
+        url,
+        params=dict(query) if query else None,
+        json=body,
+        headers=dict(headers),
+        timeout=timeout_s,
     )
-    return await client.send(request)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise error_from_exception(exc, what) from None
+    try:
+        content = await _read_capped(response, max_bytes, what)
+    except httpx.HTTPError as exc:
+        raise error_from_exception(exc, what) from None
+    finally:
+        await response.aclose()
+    # the body is decoded already: the copy must not claim an encoding any more
+    fields = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(response.status_code, headers=fields, content=content, request=request)
 
 
-@functools.lru_cache(maxsize=4096)
-def _url(url: str, query: tuple[tuple[str, str], ...]) -> httpx.URL:
-    """Parsed once per distinct URL: a factory's ``queryPipelineRuns``, a run's status, the
-    token endpoint come back again and again, and httpx parses a URL in ~35 us."""
-    return httpx.URL(f"{url}?{urlencode(query, quote_via=quote)}" if query else url)
+async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if (
+        declared.isdigit()
+        and int(declared) > max_bytes
+        and not response.headers.get("content-encoding")
+    ):
+        raise _too_big(what, max_bytes, response.status_code)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_big(what, max_bytes, response.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-@functools.cache
-def _timeouts(seconds: float) -> dict[str, float | None]:
-    return httpx.Timeout(seconds).as_dict()
-
-
-class _NoCookies(httpx.Cookies):
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class CookielessClient(httpx.AsyncClient):
-    """An httpx client that neither keeps nor sends cookies, and hands a plain request
-    straight to its transport.
-
-    ARM, Azure AD and playbook endpoints authenticate with bearer tokens; httpx's cookie jar
-    costs ~7% of a worker's CPU per action (parsing every response, copying the jar into
-    every request), measured with py-spy in bench/executors.py. A request with no auth, no
-    redirects to follow and no event hooks needs nothing of ``AsyncClient.send`` but the
-    transport and reading the body, so it skips the auth and redirect generators, the timer
-    and the per-request log line (~30 us of the ~160 us a call cost through ``send``).
-    """
-
-    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
-        super().__init__(transport=transport, **kwargs)
-        self._direct = transport
-
-    async def send(
-        self,
-        request: httpx.Request,
-        *,
-        stream: bool = False,
-        auth: Any = httpx.USE_CLIENT_DEFAULT,
-        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
-    ) -> httpx.Response:
-        plain = (
-            not stream
-            and auth is httpx.USE_CLIENT_DEFAULT
-            and follow_redirects is httpx.USE_CLIENT_DEFAULT
-            and self.auth is None
-            and not self.follow_redirects
-            and not any(self.event_hooks.values())
-            and not self.is_closed
-        )
-        if not plain:
-            return await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
-            )
-        if "timeout" not in request.extensions:
-            request.extensions["timeout"] = self.timeout.as_dict()
-        response = await self._direct.handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, value: object) -> None:
-        return None
-
-    def _merge_cookies(self, cookies: object = None) -> object:
-        return cookies
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class WireTransport(httpx.AsyncBaseTransport):
-    """httpx requests sent over one keep-alive pool (:mod:`streams.adapters.wire`).
-
-    The URL goes out byte for byte as httpx built it (escaped path segments stay escaped),
-    timeouts follow httpx's per-request ``timeout`` extension, and the pool's failures become
-    the httpx exceptions :func:`error_from_exception` understands.
-    """
-
-    def __init__(self, *, max_connections: int = 256) -> None:
-        self._pool = wire.Pool(max_connections=max_connections)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        limits = request.extensions.get("timeout") or {}
-        connect, pool = limits.get("connect"), limits.get("pool")
-        try:
-            answer = await self._pool.exchange(
-                request.method,
-                wire.origin(url.scheme, url.host, url.port),
-                url.raw_path.decode("ascii"),
-                request.headers.raw,
-                await request.aread(),
-                connect_timeout=connect,
-                read_timeout=limits.get("read"),
-                pool_timeout=pool,
-            )
-        except wire.PoolTimedOut as exc:
-            raise httpx.PoolTimeout(str(exc), request=request) from exc
-        except wire.ConnectTimedOut as exc:
-            raise httpx.ConnectTimeout(str(exc), request=request) from exc
-        except wire.ReadTimedOut as exc:
-            raise httpx.ReadTimeout(str(exc), request=request) from exc
-        except wire.ConnectFailed as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except wire.PeerClosed as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        return httpx.Response(
-            answer.status, headers=answer.headers, content=answer.body, request=request
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.close()
+def _too_big(what: str, max_bytes: int, status: int) -> PlatformError:
+    return PlatformError(
+        ErrorKind.TRANSIENT,
+        f"{what}: answer larger than {max_bytes} bytes, not read",
+        status=status,
+    )
 
 
 def path_segment(value: str, what: str) -> str:
@@ -274,7 +223,11 @@ def error_from_response(response: httpx.Response, what: str) -> PlatformError:
     wait = retry_after_s(response.headers)
     if kind is ErrorKind.THROTTLED and wait is None:
         wait = DEFAULT_THROTTLE_S
-    detail = _detail(response)
+    if 300 <= status < 400:
+        where = response.headers.get("location", "nowhere")
+        detail = f"redirect to {where} not followed (API calls follow no redirects)"
+    else:
+        detail = _detail(response)
     message = f"{what}: HTTP {status}" + (f" {detail}" if detail else "")
     return PlatformError(kind, message, retry_after_s=wait, status=status)
 

@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from streams.adapters.errors import ErrorKind, PlatformError
-from streams.adapters.http import error_from_exception, error_from_response
+from streams.adapters.http import error_from_response, send_json
 
 _MAX_BACKOFF_S = 30.0
 
@@ -73,13 +73,16 @@ class PlaybookClient:
     async def _post(
         self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], what: str
     ) -> dict:
-        try:
-            response = await self._http.post(
-                url, json=dict(payload), headers=headers, timeout=self._config.timeout_s
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, what) from None
-        if response.is_error:
+        response = await send_json(
+            self._http,
+            "POST",
+            url,
+            body=dict(payload),
+            headers=headers,
+            timeout_s=self._config.timeout_s,
+            what=what,
+        )
+        if not response.is_success:  # a 3xx too: redirects are not followed
             raise error_from_response(response, what)
         if not response.content:
             return {}

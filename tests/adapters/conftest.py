@@ -7,18 +7,21 @@ directories have a ``conftest.py`` and ``import conftest`` would pick an arbitra
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from azure.core.credentials import AccessToken
 from pydantic import SecretStr
 
 from pipemedic.simulator import SimulatorServer
 from streams.adapters.adf import ADFClient, ADFConfig, FactoryRef
-from streams.adapters.azure_ad import AzureADConfig, TokenProvider
+from streams.adapters.credentials import ClientSecretSpec, Credentials
 from streams.adapters.databricks import DatabricksClient, DatabricksConfig, WorkspaceRef
+from streams.adapters.http import http_client
 
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-data"
@@ -150,33 +153,77 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def _aad_config(authority_url: str, **overrides: Any) -> AzureADConfig:
+class StaticCredential:
+    """An ``AsyncTokenCredential`` for scripted-HTTP tests: ``token-1``, ``token-2``, ...
+    one per ``get_token`` (end-to-end tests use the real azure-identity credentials)."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(f"token-{len(self.scopes)}", int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+
+def sim_credentials(sim: SimulatorServer, **overrides: Any) -> Credentials:
+    """The world's app registration as the estate credential ``sim-sp`` (over TLS)."""
     values: dict[str, Any] = {
+        "type": "client_secret",
         "tenant_id": "sim-tenant",
         "client_id": "sim-client",
-        "client_secret": SecretStr("sim-secret"),
-        "authority_url": authority_url,
+        "client_secret": "sim-secret",
+        "authority": sim.https_url,
     }
     values.update(overrides)
-    return AzureADConfig(**values)
+    return Credentials({"sim-sp": ClientSecretSpec(**values)}, ca_bundle=sim.ca_file)
 
 
 @pytest.fixture
-def aad_config() -> Callable[..., AzureADConfig]:
-    """``aad_config(authority_url, **overrides)``: credentials the simulator accepts."""
-    return _aad_config
+async def adf_for() -> AsyncIterator[Callable[..., ADFClient]]:
+    """``adf_for(target, http=None, *, timeout_s=5, clock=time.time, rates={"reads": Rate},
+    **credential_overrides)``.
 
+    ``target`` a simulator: ARM over https with the real client-secret credential, and an
+    ``http_client`` trusting the run's CA when ``http`` is None. ``target`` a URL: a
+    :class:`StaticCredential` (for ``httpx.MockTransport`` clients).
+    """
+    closing: list[Any] = []
 
-@pytest.fixture
-def adf_for() -> Callable[..., ADFClient]:
-    """``adf_for(url, http, timeout_s=5)``: an ADF client for the test factory at ``url``."""
+    def build(
+        target: SimulatorServer | str,
+        http: httpx.AsyncClient | None = None,
+        *,
+        timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        rates: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> ADFClient:
+        rates = rates or {}
+        if isinstance(target, str):
+            url, credential = target, StaticCredential()
+            credential_for: Callable[[str], Any] = lambda _name: credential  # noqa: E731
+        else:
+            url, credentials = target.https_url, sim_credentials(target, **overrides)
+            credential_for = credentials.credential_for
+            closing.append(credentials.close)
+            if http is None:
+                http = http_client(ca_bundle=target.ca_file, timeout_s=timeout_s)
+                closing.append(http.aclose)
+        assert http is not None
+        config = ADFConfig(
+            {FACTORY: FactoryRef(SUB, RG, "sim-sp")},
+            arm_url=url,
+            timeout_s=timeout_s,
+            **{k: rates[k] for k in ("reads", "writes") if k in rates},
+        )
+        return ADFClient(config, credential_for, http, clock=clock)
 
-    def build(url: str, http: httpx.AsyncClient, *, timeout_s: float = 5.0) -> ADFClient:
-        tokens = TokenProvider(_aad_config(url), http)
-        config = ADFConfig({FACTORY: FactoryRef(SUB, RG)}, arm_url=url, timeout_s=timeout_s)
-        return ADFClient(config, tokens, http)
-
-    return build
+    yield build
+    for close in closing:
+        await close()
 
 
 @pytest.fixture

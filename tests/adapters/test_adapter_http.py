@@ -12,10 +12,11 @@ from streams.adapters.http import (
     arm_quota_remaining,
     error_from_exception,
     error_from_response,
+    http_client,
     json_body,
     path_segment,
     retry_after_s,
-    shared_http_client,
+    send_json,
 )
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -147,14 +148,47 @@ def test_dot_segments_are_refused(value: str) -> None:
     assert caught.value.kind is ErrorKind.BAD_REQUEST
 
 
-async def test_shared_client_maps_refused_connections_to_connect_error() -> None:
-    async with shared_http_client() as http:
-        with pytest.raises(httpx.ConnectError) as caught:
-            await http.get("http://127.0.0.1:9/", timeout=2)
-    assert error_from_exception(caught.value, "call").kind is ErrorKind.TRANSIENT
+TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 
 
-async def test_shared_client_decodes_compressed_answers_and_keeps_raw_paths() -> None:
+@TRANSPORTS
+async def test_the_client_maps_refused_connections_to_transient(transport) -> None:
+    async with http_client(transport=transport) as http:
+        with pytest.raises(PlatformError) as caught:
+            await send_json(http, "GET", "http://127.0.0.1:9/", headers={}, timeout_s=2, what="x")
+    assert caught.value.kind is ErrorKind.TRANSIENT
+
+
+@pytest.fixture
+async def serve():
+    """``await serve(handler)`` -> base URL of an aiohttp app answering every path."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.SockSite(runner, _loopback_socket())
+        await site.start()
+        return f"http://127.0.0.1:{site.name.rsplit(':', 1)[1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def _loopback_socket():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@TRANSPORTS
+async def test_the_client_decodes_compressed_answers_and_keeps_raw_paths(serve, transport):
     seen: list[str] = []
 
     async def answer(request: web.Request) -> web.Response:
@@ -163,70 +197,81 @@ async def test_shared_client_decodes_compressed_answers_and_keeps_raw_paths() ->
         response.enable_compression()
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with shared_http_client() as http:
-            response = await http.post(
-                f"http://127.0.0.1:{port}/p/{path_segment('a/b?c', 'x')}/run",
-                params={"api-version": "1"},
-                json={"k": 1},
+    base = await serve(answer)
+    async with http_client(transport=transport) as http:
+        response = await send_json(
+            http,
+            "POST",
+            f"{base}/p/{path_segment('a/b?c', 'x')}/run",
+            query={"api-version": "1"},
+            body={"k": 1},
+            headers={},
+            timeout_s=5,
+            what="x",
+        )
+    assert response.json() == {"runId": "x" * 2000}
+    assert "content-encoding" not in response.headers  # decoded already
+    assert seen == ["/p/a%2Fb%3Fc/run"]
+
+
+@TRANSPORTS
+async def test_an_answer_past_the_cap_fails_without_being_read_whole(serve, transport):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no Content-Length to refuse it early
+        await response.prepare(request)
+        for _ in range(64):
+            await response.write(b"x" * 65536)
+        return response
+
+    base = await serve(endless)
+    async with http_client(transport=transport) as http:
+        with pytest.raises(PlatformError) as caught:
+            await send_json(
+                http, "GET", base, headers={}, timeout_s=5, what="ADF", max_bytes=100_000
             )
-        assert response.headers["content-encoding"] in ("gzip", "deflate")
-        assert response.json() == {"runId": "x" * 2000}
-        assert seen == ["/p/a%2Fb%3Fc/run"]
-    finally:
-        await runner.cleanup()
+    assert caught.value.kind is ErrorKind.TRANSIENT
+    assert "larger than 100000 bytes" in str(caught.value)
 
 
-async def test_the_shared_client_keeps_and_sends_no_cookies():
-    from streams.adapters.http import CookielessClient
+@TRANSPORTS
+async def test_a_redirect_is_answered_not_followed(serve, transport):
+    hits: list[str] = []
 
-    seen = []
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("/elsewhere")
 
-    def platform(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("cookie"))
-        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json={})
+    base = await serve(moved)
+    async with http_client(transport=transport) as http:
+        response = await send_json(http, "GET", f"{base}/api", headers={}, timeout_s=5, what="x")
+    assert (response.status_code, hits) == (302, ["/api"])
+    error = error_from_response(response, "ADF get run")
+    assert error.kind is ErrorKind.BAD_REQUEST
+    assert "redirect to /elsewhere not followed" in str(error)
 
-    async with CookielessClient(transport=httpx.MockTransport(platform)) as client:
-        await client.get("https://management.azure.com/a")
-        await client.get("https://management.azure.com/b")
-    assert seen == [None, None] and len(client.cookies.jar) == 0
 
-
-async def test_send_json_sends_the_body_query_and_headers_it_was_given_and_asks_for_identity():
-    from streams.adapters.http import CookielessClient, send_json
-
+async def test_send_json_sends_the_body_query_and_headers_it_was_given():
     seen = []
 
     def platform(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(200, json={"runId": "r-1"})
 
-    async with CookielessClient(transport=httpx.MockTransport(platform)) as client:
-        for _ in range(2):  # the second time from the memoised URL
-            answer = await send_json(
-                client,
-                "POST",
-                "https://management.azure.com/f/pipelines/a%2Fb/createRun",
-                query={"api-version": "2018-06-01", "referencePipelineRunId": "r 0"},
-                body={"k": 1},
-                headers={"Authorization": "Bearer t"},
-                timeout_s=7,
-            )
-            assert answer.json() == {"runId": "r-1"}
-    first, second = seen
-    assert (
-        first.url.raw_path
-        == second.url.raw_path
-        == (b"/f/pipelines/a%2Fb/createRun?api-version=2018-06-01&referencePipelineRunId=r%200")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(platform)) as client:
+        answer = await send_json(
+            client,
+            "POST",
+            "https://management.azure.com/f/pipelines/a%2Fb/createRun",
+            query={"api-version": "2018-06-01", "referencePipelineRunId": "r 0"},
+            body={"k": 1},
+            headers={"Authorization": "Bearer t"},
+            timeout_s=7,
+            what="x",
+        )
+        assert answer.json() == {"runId": "r-1"}
+    (first,) = seen
+    assert first.url.raw_path == (
+        b"/f/pipelines/a%2Fb/createRun?api-version=2018-06-01&referencePipelineRunId=r+0"
     )
     assert first.headers["authorization"] == "Bearer t"
-    assert first.headers["accept-encoding"] == "identity"
-    assert first.headers["content-type"] == "application/json" and first.content == b'{"k":1}'
-    assert first.extensions["timeout"]["read"] == 7
+    assert first.extensions["timeout"] == httpx.Timeout(7).as_dict()

@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from streams.adapters.adf import PipelineRun
-from streams.adapters.errors import ErrorKind, OutsideEstate, PlatformError
+from streams.adapters.errors import ErrorKind, HeldBack, OutsideEstate, PlatformError
+from streams.adapters.http import MAX_ANSWER_BYTES
+from streams.policy.throttle import ARM_WRITES
 
 BASE = "https://arm.example"
 
@@ -139,31 +141,69 @@ async def test_latest_in_group_picks_the_latest_attempt(adf, estate) -> None:
     assert await client.latest_in_group(estate.factory, "unknown") is None
 
 
-async def test_401_refreshes_the_token_once_and_retries(adf, estate) -> None:
-    client, seen = adf(
-        arm_error(401, "ExpiredAuthenticationToken"), httpx.Response(200, json={"runId": "new"})
-    )
-    assert await client.rerun_from_failure(estate.factory, "load_orders", "r1") == "new"
-    assert [r.headers["Authorization"] for r in seen] == ["Bearer token-1", "Bearer token-2"]
-
-
-@pytest.mark.parametrize("second", [401, 403])
-async def test_refused_twice_is_auth(adf, estate, second: int) -> None:
-    client, seen = adf(
-        arm_error(401, "InvalidAuthenticationToken"), arm_error(second, "AuthorizationFailed")
-    )
-    with pytest.raises(PlatformError) as caught:
-        await client.get_run(estate.factory, "r1")
-    assert caught.value.kind is ErrorKind.AUTH
-    assert len(seen) == 2
-
-
-async def test_403_is_auth_without_a_refresh(adf, estate) -> None:
-    client, seen = adf(arm_error(403, "AuthorizationFailed"))
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_refused_token_is_auth_at_once(adf, estate, status: int) -> None:
+    # the credential refreshes ahead of expiry; ARM refusing a token is a human's problem
+    client, seen = adf(arm_error(status, "InvalidAuthenticationToken"))
     with pytest.raises(PlatformError) as caught:
         await client.get_run(estate.factory, "r1")
     assert caught.value.kind is ErrorKind.AUTH
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_not_followed(adf, estate, status: int) -> None:
+    moved = httpx.Response(status, headers={"Location": "https://login.example/sign-in"})
+    client, seen = adf(moved, httpx.Response(200, json={"runId": "r1"}))
+    with pytest.raises(PlatformError) as caught:
+        await client.get_run(estate.factory, "r1")
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert "https://login.example/sign-in" in str(caught.value)
+    assert len(seen) == 1
+
+
+async def test_an_answer_past_the_cap_is_not_read(adf, estate) -> None:
+    huge = httpx.Response(200, content=b"[" + b"0," * (MAX_ANSWER_BYTES // 2) + b"0]")
+    client, _ = adf(huge)
+    with pytest.raises(PlatformError) as caught:
+        await client.get_run(estate.factory, "r1")
+    assert caught.value.kind is ErrorKind.TRANSIENT
+    assert f"larger than {MAX_ANSWER_BYTES} bytes" in str(caught.value)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_empty_write_bucket_holds_the_call_back_without_sending(
+    adf_for, scripted, estate
+) -> None:
+    clock = Clock()
+    answers = [
+        httpx.Response(
+            200, json={"runId": "r"}, headers={"x-ms-ratelimit-remaining-subscription-writes": "1"}
+        )
+        for _ in range(4)
+    ]
+    handle, seen = scripted(*answers)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        client = adf_for(BASE, http, clock=clock)
+        await client.rerun_from_failure(estate.factory, "load_orders", "r1")  # ARM: 1 left
+        await client.rerun_from_failure(estate.factory, "load_orders", "r1")  # takes it
+        with pytest.raises(HeldBack) as caught:
+            await client.rerun_from_failure(estate.factory, "load_orders", "r1")
+        assert len(seen) == 2  # nothing sent for the held-back call
+        assert caught.value.kind is ErrorKind.THROTTLED
+        assert caught.value.retry_after_s == pytest.approx(1 / ARM_WRITES.refill_per_s)
+        # reads are a bucket of their own
+        await client.get_run(estate.factory, "r1")
+        clock.now += 1 / ARM_WRITES.refill_per_s
+        await client.rerun_from_failure(estate.factory, "load_orders", "r1")
+    assert len(seen) == 4
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from streams.adapters.errors import ErrorKind, PlatformError
-from streams.adapters.http import shared_http_client
+from streams.adapters.http import http_client
 from streams.adapters.playbook import PlaybookClient, PlaybookConfig
 from streams.policy.model import Action
 
@@ -132,7 +132,18 @@ async def test_unconfigured_action_never_reaches_the_network(playbook) -> None:
     assert seen == []
 
 
-async def test_real_timeout_over_the_shared_client() -> None:
+async def test_a_redirect_is_not_followed(playbook) -> None:
+    moved = httpx.Response(302, headers={"Location": "https://elsewhere.example/hook"})
+    client, seen, sleeps = playbook(moved, httpx.Response(200, json={}))
+    with pytest.raises(PlatformError) as caught:
+        await client.call("upstream_check", PAYLOAD)
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert "not followed" in str(caught.value)
+    assert (len(seen), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_real_timeout_over_the_shared_client(transport) -> None:
     """A webhook that never answers costs ``timeout_s`` per attempt, then TRANSIENT."""
 
     async def never(request: web.Request) -> web.Response:
@@ -147,7 +158,7 @@ async def test_real_timeout_over_the_shared_client() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        async with shared_http_client() as http:
+        async with http_client(transport=transport) as http:
             config = PlaybookConfig(
                 urls={"manual": f"http://127.0.0.1:{port}/hook"}, timeout_s=0.2, retries=1
             )
