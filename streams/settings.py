@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPEMEDIC_", frozen=True, extra="ignore")
 
     app_id: str = "pipemedic"
+    # prefixed to every topic and to the app id (consumer group, changelogs): a shadow
+    # pipeline beside production on one cluster (streams/policy/routing.py)
+    topic_prefix: str = ""
     data_dir: Path = Field(default_factory=default_data_dir)
 
     # Kafka / Event Hubs
@@ -66,6 +69,8 @@ class Settings(BaseSettings):
     mode: Literal["observe", "approval", "automatic"] = "observe"
     max_retries_cap: int = 5
     dedup_horizon_s: int = 7 * 24 * 3600
+    # records a replay marked (header pipemedic-replay) are only observed, never acted on
+    replayed_observe_only: bool = True
 
     # configuration files
     rules_file: Path | None = None  # overrides/additions to the rule table and schedules

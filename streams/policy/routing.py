@@ -1,7 +1,9 @@
 """Where a record goes next: one topic per action, one per delay tier, one for dead letters.
 
 Topic names are derived here and nowhere else, so the worker, the topic pre-creation and the
-tests agree on them.
+tests agree on them. A topic prefix (``PIPEMEDIC_TOPIC_PREFIX``) names a second pipeline on the
+same cluster: every topic and the consumer group (the Faust app id, hence its changelogs) carry
+it, so a shadow pipeline in observe mode reads and writes nothing of production's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ OUTCOMES = "outcomes"
 DEAD_LETTER = "dead-letter"
 
 
+def prefixed(name: str, prefix: str = "") -> str:
+    """``name`` as the pipeline named by ``prefix`` calls it ("" is the unprefixed one)."""
+    return f"{prefix}{name}"
+
+
+def group_id(app_id: str, prefix: str = "") -> str:
+    """The Faust app id: the consumer group and the stem of the table changelog topics."""
+    return f"{prefix}{app_id}"
+
+
 def action_topic(action: str) -> str:
     return f"action-{action.replace('_', '-')}"
 
@@ -28,9 +40,9 @@ def all_action_topics() -> tuple[str, ...]:
     return tuple(action_topic(a.value) for a in Action)
 
 
-def all_topics(tiers: Sequence[int]) -> tuple[str, ...]:
+def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
     """Every topic the topology uses (Faust's own changelog topics come on top)."""
-    return (
+    names = (
         RAW,
         ENRICH,
         CLASSIFIED,
@@ -40,6 +52,7 @@ def all_topics(tiers: Sequence[int]) -> tuple[str, ...]:
         *all_action_topics(),
         *(backoff.tier_topic(t) for t in tiers),
     )
+    return tuple(prefixed(name, prefix) for name in names)
 
 
 def route(

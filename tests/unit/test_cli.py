@@ -16,6 +16,7 @@ import pytest
 
 from pipemedic import cli
 from pipemedic.failures import BrokerUnreachable, one_line
+from streams.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -235,7 +236,7 @@ def test_a_listener_that_is_not_kafka_fails_in_bounded_time(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         url = f"kafka://127.0.0.1:{listener.getsockname()[1]}"
-        settings = argparse.Namespace(broker_url=url)
+        settings = Settings(broker_url=url)
         with pytest.raises(BrokerUnreachable, match="did not finish"):
             cli.on_broker(settings, lambda bootstrap: asyncio.Event().wait())
 
