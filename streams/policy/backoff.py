@@ -1,12 +1,14 @@
 """Backoff expressed as delay-tier topics.
 
 Every record in a tier waits the same time, so within a partition the head record is always
-the one due first: the consumer only ever waits for the head and pauses that partition alone
-(Spring Kafka's non-blocking retries). Records routed together travel as one batch message,
-held until its last item's hop ends: at most the sender's linger later than the first's. The tiers are derived from the configured schedules:
-a wait that is not a tier is rounded *up* to the next tier (a record never fires early), and a
-wait longer than the largest tier hops through it several times, each hop a fixed delay, so
-no single hold outlives the largest tier.
+the one due first: a partition only ever waits for its head, and no other partition waits with
+it (Spring Kafka's non-blocking retries). The consumer is not paused for that: the delay agent
+holds a partition's messages in memory, unacknowledged, until the head is due
+(``agents/delay.py`` says why). Records routed together travel as one batch message, held
+until its last item's hop ends: at most the sender's linger later than the first's. The tiers
+are derived from the configured schedules: a wait that is not a tier is rounded *up* to the
+next tier (a record never fires early), and a wait longer than the largest tier hops through
+it several times, each hop a fixed delay, so no single hold outlives the largest tier.
 """
 
 from __future__ import annotations
