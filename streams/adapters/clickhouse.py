@@ -4,8 +4,9 @@ Both stores speak the same SQL (``clickhouse_sql``) and the same wire format bot
 rows go in as ``JSONEachRow`` and come back as ``JSONEachRow``, so a report returns the
 same Python values whichever store ran it. Failures are translated into the adapters'
 :class:`PlatformError` enum; :class:`OutcomeWriter` turns the retryable ones into
-:class:`SinkBackpressure`, the signal for the caller to pause its partitions and retry the
-batch without committing offsets (quix-streams' ``BatchingSink`` contract).
+:class:`SinkBackpressure`, the signal for the caller to take no more records, wait, and
+retry the same batch without committing offsets (quix-streams' ``BatchingSink`` contract;
+quix pauses the partitions, our recorder in ``agents/record.py`` simply waits in its agent).
 
 chDB allows one embedded engine per process and locks its folder: one process owns a
 store folder, and a process that opened one folder must close it before opening another.
@@ -400,7 +401,7 @@ def kpis(store: OutcomeStore, since_ms: int = 0) -> dict[str, Any]:
 
 
 class SinkBackpressure(Exception):
-    """The store cannot take the batch now. Pause the partitions, keep the offsets
+    """The store cannot take the batch now. Take no more records, keep the offsets
     uncommitted and hand the same records to :meth:`OutcomeWriter.write` again after
     ``retry_after_s``: replays collapse, so nothing counts twice."""
 
