@@ -61,7 +61,7 @@ class Dedup:
             row = outcome_for(decision, record, key, now_ms=now)
             if row is not None:
                 outbox.add_outcomes((row,))
-            if decision.entry != before:
+            if decision.verdict is not Verdict.UNREMARKABLE and decision.entry != before:
                 changed[key] = decision.entry
         await outbox.flush()
         for key, entry in changed.items():

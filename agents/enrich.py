@@ -1,7 +1,8 @@
 """Enrich: ask the platform for the facts an alert did not carry.
 
 ADF metric alerts name a pipeline but no run: ``queryPipelineRuns`` (failed, latest only, over
-the alert's window) gives one alert per failed run. Databricks job webhooks carry no error
+the alert's window) gives one alert per failed run; none at all gives one ``Unmatched``
+failure, which ends with people, so an alert never vanishes. Databricks job webhooks carry no error
 detail: ``jobs/runs/get`` gives termination codes, failed tasks and their messages. The
 enriched alerts are classified and continue like any other.
 """
@@ -20,7 +21,11 @@ from streams.app import Topology
 from streams.codecs import decode
 from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
 from streams.policy.names import INVALID_NAME, invalid_name
-from streams.policy.normalize import alerts_from_adf_runs, alerts_from_databricks_run
+from streams.policy.normalize import (
+    alerts_from_adf_runs,
+    alerts_from_databricks_run,
+    unmatched_alert,
+)
 from streams.policy.remedies import latest_repair_id
 from streams.policy.rules import Classifier
 
@@ -67,6 +72,8 @@ class Enricher:
                 status="Failed",
                 latest_only=True,
             )
+            if not runs:  # nothing to act on, but it fired: people hear of it, with why
+                return [unmatched_alert(alert, start + WINDOW_SLACK_MS, end - WINDOW_SLACK_MS)]
             return alerts_from_adf_runs(alert, [_adf_run_json(r) for r in runs], received_at_ms=now)
         dbx = self.platforms.need_databricks()
         run = await dbx.get_run_json(alert.scope, alert.run_id)

@@ -5,7 +5,8 @@ Raw messages are taken in batches (up to ``ingest_batch_size``, or what arrived 
 ``alerts-classified``, so dedup sees few, full messages. Offsets are acknowledged only after
 the batch is sent: a crash repeats alerts (dedup absorbs them), never loses one.
 
-Bad input never stops the worker: it lands in the dead-letter topic with the reason.
+Bad input never stops the worker: it lands in the dead-letter topic with the reason. An alert
+about a factory or workspace outside the estate is recorded as ``ignored`` and goes no further.
 Alerts that lack run or error facts go to the enrichment stage first, one by one.
 """
 
@@ -21,6 +22,7 @@ from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize
 from streams.policy.rules import Classifier
+from streams.policy.scope import EstateScope, ignored_row
 
 
 def classify_alert(
@@ -35,7 +37,7 @@ def classify_alert(
     )
 
 
-def register(topology: Topology, classifier: Classifier) -> None:
+def register(topology: Topology, classifier: Classifier, scope: EstateScope) -> None:
     app = topology.app
     settings = topology.settings
 
@@ -47,7 +49,7 @@ def register(topology: Topology, classifier: Classifier) -> None:
             outbox = Outbox(topology)
             for event in events:
                 try:
-                    await _ingest_one(topology, classifier, outbox, event.message)
+                    await _ingest_one(topology, classifier, scope, outbox, event.message)
                 except Exception as exc:  # a bug must not stop the stream; keep the message
                     await dead_letter_failure(topology, event.message, exc)
             await outbox.flush()
@@ -56,7 +58,7 @@ def register(topology: Topology, classifier: Classifier) -> None:
 
 
 async def _ingest_one(
-    topology: Topology, classifier: Classifier, outbox: Outbox, message: Any
+    topology: Topology, classifier: Classifier, scope: EstateScope, outbox: Outbox, message: Any
 ) -> None:
     received = topology.clock.now_ms()
     try:
@@ -66,6 +68,10 @@ async def _ingest_one(
         return
     origin = origin_of(message)
     for alert in alerts:
+        outside = scope.outside(alert)
+        if outside is not None:  # never acted on: recorded once, no chain, nobody paged
+            outbox.add_outcomes((ignored_row(alert, dedup_key(alert), outside, now_ms=received),))
+            continue
         record = classify_alert(alert, classifier, received_at=received, origin=origin)
         if alert.signal == Signal.ENRICH.value:
             await topology.enrich.send(

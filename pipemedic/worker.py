@@ -21,6 +21,7 @@ from streams.policy import backoff, routing
 from streams.policy.budget import Budget
 from streams.policy.model import Action
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
+from streams.policy.scope import EstateScope
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ def build_worker(settings: Settings) -> Topology:
     platforms = build_platforms(settings, estate)
     writer = OutcomeWriter(open_store(clickhouse_config(settings)))
     classifier = Classifier(*rulebook)
-    ingest.register(topology, classifier)
+    ingest.register(
+        topology, classifier, EstateScope.of(estate.adf.factories, estate.databricks.workspaces)
+    )
     enrich.register(topology, platforms, classifier)
     dedup.register(topology)
     chains.register(topology, page_hook=Action.MANUAL.value in estate.playbooks.urls)

@@ -106,7 +106,9 @@ def create_chains_view(database: str) -> str:
     return f"""CREATE OR REPLACE VIEW {db}.chains AS
 SELECT
     chain_id,
-    argMax(s, (t, indexOf({_STATE_RANK}, s))) AS final_state,
+    -- a duplicate, late or replayed alert after the chain ended never becomes its state
+    if(countIf(s != 'duplicate') > 0,
+       argMaxIf(s, (t, indexOf({_STATE_RANK}, s)), s != 'duplicate'), 'duplicate') AS final_state,
     multiIf(
         countIf(s = 'gave_up') > 0, 'gave_up',
         countIf(s = 'manual') > 0, 'manual',
@@ -160,7 +162,7 @@ _SINCE = "fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')"
 REPORT_BY_ERROR_TYPE = f"""
 SELECT
     if(kind = '', '(unclassified)', kind) AS error_type,
-    uniqExactIf(alert_id, state IN ('received', 'duplicate') AND alert_id != '') AS alerts,
+    uniqExactIf(alert_id, state IN ('received', 'duplicate', 'ignored') AND alert_id != '') AS alerts,
     countIf(state = 'duplicate') AS duplicates,
     countIf(state = 'executed') AS actions_executed,
     uniqExactIf(chain_id, result = 'remediated') AS succeeded,
@@ -216,10 +218,11 @@ FROM
 CROSS JOIN
 (
     SELECT
-        uniqExactIf(alert_id, state IN ('received', 'duplicate') AND alert_id != '') AS alerts,
+        uniqExactIf(alert_id, state IN ('received', 'duplicate', 'ignored') AND alert_id != '') AS alerts,
         countIf(state = 'duplicate') AS alerts_suppressed,
         countIf(state = 'executed') AS actions_executed,
         countIf(state = 'dead_letter') AS dead_letters,
+        countIf(state = 'ignored') AS ignored_outside_estate,
         sum(cost_usd) AS cost_usd
     FROM outcomes FINAL
     WHERE at >= {_SINCE}

@@ -30,7 +30,7 @@ def run_ref(alert: Alert) -> str:
 
 def dedup_key(alert: Alert) -> str:
     if alert.source == Source.ADF.value:
-        return f"adf|{alert.scope}|{alert.run_id}"
+        return f"adf|{alert.scope}|{alert.run_id or _no_run(alert)}"
     if alert.kind in (Kind.CLUSTER.value, Kind.LIBRARY.value) and not alert.run_id:
         return f"dbx|{alert.scope}|cluster|{alert.cluster_id}|{alert.occurred_at}"
     if alert.kind == Kind.TASK_RUN.value and alert.sub_id:
@@ -52,12 +52,18 @@ def own_chain_id(alert: Alert) -> str:
     """The id of a chain this alert opens. Task failures open the chain of their job run, so
     a job-level and a task-level alert for the same run meet in one chain."""
     if alert.source == Source.ADF.value:
-        return f"adf|{alert.scope}|{alert.run_id}"
+        return f"adf|{alert.scope}|{alert.run_id or _no_run(alert)}"
     if alert.kind in (Kind.CLUSTER.value, Kind.LIBRARY.value) and not alert.run_id:
         # one chain per cluster: repeated termination alerts join it while it is in flight,
         # and a later incident reopens it once it is resolved (see chains.py)
         return f"dbx|{alert.scope}|cluster|{alert.cluster_id}"
     return f"dbx|{alert.scope}|{alert.run_id}"
+
+
+def _no_run(alert: Alert) -> str:
+    """An ADF alert that names no run (a metric alert whose window held none) is its own
+    incident: the alert instance's id names it, so its re-notifications stay duplicates."""
+    return f"alert:{alert.alert_id}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Verdict(enum.StrEnum):
     SUCCESS = "success"  # pass to the chain: it may close
     LINKED = "linked"  # remembered which chain this run id belongs to; nothing to pass on
     WAIT = "wait"  # the platform retries by itself: record only
+    UNREMARKABLE = "unremarkable"  # a success no chain waits for, or one told already: no trace
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,12 @@ def decide(
     if signal == Signal.WAIT.value:
         return DedupDecision(Verdict.WAIT, chain_id, base, "platform retry pending")
     if signal == Signal.SUCCESS.value:
-        if base.success_seen:
-            return _duplicate(base, "success already recorded")
+        # A success matters only to a chain. One of a run nobody alerted on, or a redelivered
+        # one, leaves no row and no state: "duplicate" is said of failures only.
+        hint = chain_hint(alert)
+        unknown = entry is None and (not hint or hint == own_chain_id(alert))
+        if unknown or base.success_seen:
+            return DedupDecision(Verdict.UNREMARKABLE, chain_id, entry or fresh)
         return DedupDecision(Verdict.SUCCESS, base.chain_id, replace(base, success_seen=True))
     if base.failure_seen:
         return _duplicate(base, "failure of this run already acted on")

@@ -154,6 +154,7 @@ class OutcomeState(enum.StrEnum):
     GAVE_UP = "gave_up"
     MANUAL = "manual"
     DEAD_LETTER = "dead_letter"
+    IGNORED = "ignored"  # about a factory or workspace outside the estate: nothing was opened
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,17 @@ which nothing yields an alert raises, so the raw message can be dead-lettered.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.policy import normalize_adf as adf
 from streams.policy import normalize_azure as azure
 from streams.policy import normalize_databricks as databricks
 from streams.policy import normalize_databricks_run as databricks_run
-from streams.policy.model import Alert
+from streams.policy.model import Alert, Signal
 from streams.policy.normalize_base import MAX_ALERT_BYTES, MAX_BATCH_BYTES, NormalizeError
 
 __all__ = [
@@ -47,7 +48,10 @@ __all__ = [
     "alerts_from_databricks_run",
     "normalize",
     "normalize_detailed",
+    "unmatched_alert",
 ]
+
+UNMATCHED = "unmatched"  # the error code (and code source) of a metric alert that found no run
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -156,3 +160,21 @@ def alerts_from_adf_runs(
         raise
     except Exception as exc:
         raise NormalizeError(f"unexpected:{type(exc).__name__}", str(exc)[:200]) from exc
+
+
+def unmatched_alert(alert: Alert, start_ms: int, end_ms: int) -> Alert:
+    """A metric alert whose window holds no failed run: a failure of its own kind
+    (``Unmatched``, never automated), so it ends handed to people with the reason."""
+    what = f"of {alert.pipeline}" if alert.pipeline else f"in {alert.scope}"
+    why = f"unmatched: no failed run {what} between {_hhmm(start_ms)} and {_hhmm(end_ms)} UTC"
+    return replace(
+        alert,
+        signal=Signal.FAILURE.value,
+        error_code=UNMATCHED,
+        message=(why + " " + alert.message).strip(),
+        details={**alert.details, "code_source": UNMATCHED},
+    )
+
+
+def _hhmm(epoch_ms: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).strftime("%H:%M")

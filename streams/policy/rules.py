@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from streams.policy.model import Action, Alert, Classification, Kind, Risk, Source
+from streams.policy.normalize import UNMATCHED
 
 ADF, DBX = Source.ADF.value, Source.DATABRICKS.value
 RUNS = (Kind.JOB_RUN.value, Kind.TASK_RUN.value)
@@ -237,6 +238,7 @@ class Rule:
 R = Rule
 # fmt: off
 DEFAULT_RULES: tuple[Rule, ...] = (
+    R("unmatched", "Unmatched", MANUAL, MEDIUM, code_source=UNMATCHED, code=UNMATCHED, note="the alert fired, but no failed run was found in its window: a person should look"),
     # -- never automated: credentials, permissions, configuration, schema, data integrity
     R("adf-token-expired", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="3200", note="Databricks access token expired: rotate the linked-service credential"),
     R("adf-credential-invalid", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="412[12]", note="credential expired or invalid"),

@@ -614,3 +614,24 @@ def test_server_url_forms() -> None:
 )
 def test_clickhouse_time(ms: int, text: str) -> None:
     assert clickhouse_time(ms) == text
+
+
+def test_a_duplicate_after_the_end_never_becomes_the_chains_state(store: OutcomeStore) -> None:
+    store.insert(TRAIL)
+    late = row("a-late", 99_000, "A", "duplicate", alert_id="a-9", **GT)
+    store.insert((late,))
+    chain = by_key(chain_summaries(store), "chain_id")["A"]
+    assert (chain["final_state"], chain["result"], chain["time_to_resolution_ms"]) == (
+        "resolved",
+        "remediated",
+        9_000,
+    )
+    assert chain["duplicates"] == 2
+
+
+def test_alerts_outside_the_estate_are_counted_as_ignored(store: OutcomeStore) -> None:
+    ignored = row("i1", 5_000, "", "ignored", alert_id="rogue-1", source="adf")
+    store.insert((*TRAIL, ignored))
+    k = kpis(store)
+    assert k["ignored_outside_estate"] == 1
+    assert "" not in by_key(chain_summaries(store), "chain_id")  # no chain was opened

@@ -104,3 +104,19 @@ async def test_a_pipeline_name_that_cannot_exist_is_never_asked_about():
     assert adf.queries == []
     [kept] = passed_on(topo)
     assert "invalid_name" in kept["message"] and "cannot exist" in kept["message"]
+
+
+async def test_a_window_without_a_failed_run_ends_with_people_saying_why():
+    enrich, topo = enricher(RecordingADF(runs=[]))
+    now = topo.clock.now_ms()
+    start, end = now - 15 * 60_000, now - 60_000
+    await enrich(SimpleNamespace(value=metric_alert("Nightly_Aggregates", start, end)))
+    [record] = [
+        item
+        for _, body, _ in topo.classified.sent
+        for item in decode_items("classified_alert", body)
+    ]
+    assert record["alert"]["signal"] == Signal.FAILURE.value
+    assert record["alert"]["message"].startswith("unmatched: no failed run of Nightly_Aggregates")
+    assert record["classification"]["error_type"] == "Unmatched"
+    assert record["classification"]["action"] == "manual"

@@ -364,3 +364,31 @@ def test_without_a_paging_hook_a_manual_close_queues_no_action():
     ]
     paged = on_event(None, failure(adf("r1")), now_ms=0, policy=ChainPolicy(mode="observe"))
     assert paged.schedule is not None and paged.schedule.action == "manual"
+
+
+# ---- successes leave a trace only where a chain waits for them (issue 18: phantom chains) ----
+
+
+def test_a_success_of_a_run_nobody_alerted_on_leaves_no_trace():
+    decision = decide(None, adf("r9", signal=Signal.SUCCESS.value), now_ms=0, horizon_ms=HOUR)
+    assert decision.verdict is Verdict.UNREMARKABLE
+
+
+def test_a_redelivered_success_is_not_called_a_duplicate():
+    failed = decide(None, adf("r1"), now_ms=0, horizon_ms=HOUR)
+    first = decide(failed.entry, adf("r1", signal=Signal.SUCCESS.value), now_ms=1, horizon_ms=HOUR)
+    assert first.verdict is Verdict.SUCCESS
+    again = decide(first.entry, adf("r1", signal=Signal.SUCCESS.value), now_ms=2, horizon_ms=HOUR)
+    assert again.verdict is Verdict.UNREMARKABLE
+
+
+def test_a_success_of_a_rerun_in_someone_elses_group_still_reaches_that_chain():
+    rerun = adf("r2", signal=Signal.SUCCESS.value, group_id="r1")
+    decision = decide(None, rerun, now_ms=0, horizon_ms=HOUR)
+    assert decision.verdict is Verdict.SUCCESS and decision.chain_id == "adf|f1|r1"
+
+
+def test_an_adf_alert_without_a_run_is_named_by_its_alert_instance():
+    metric = Alert(alert_id="/alerts/42", source="adf", kind="pipeline_run", scope="f1")
+    assert dedup_key(metric) == "adf|f1|alert:/alerts/42"
+    assert dedup_key(replace(metric, alert_id="/alerts/43")) != dedup_key(metric)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.policy.model import Action, Alert, Kind, Signal, Source
-from streams.policy.normalize import alerts_from_databricks_run, normalize
+from streams.policy.normalize import alerts_from_databricks_run, normalize, unmatched_alert
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Rule, classify
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
@@ -207,6 +207,7 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("adf-transient-codes", lambda: adf_activity("2303", "Hadoop job failed with transient exit code '1'.", "SystemError"), "InternalServerError", Action.RETRY_PIPELINE),
     ("adf-databricks-job", lambda: adf_activity("3204", "Job execution failed."), "DatabricksJobExecutionError", Action.MANUAL),
     ("adf-system-error", lambda: adf_activity("2011", "The activity failed because of a system issue.", "SystemError"), "InternalServerError", Action.RETRY_PIPELINE),
+    ("unmatched", lambda: [unmatched_alert(Alert("m1", "adf", "pipeline_run", scope="f", pipeline="Nightly"), NOW - 900_000, NOW)], "Unmatched", Action.MANUAL),
     ("unknown", lambda: adf_activity("2011", "Something odd happened."), "Unknown", Action.MANUAL),
     ("unknown", lambda: cluster_terminated("DRIVER_NOT_RESPONDING", "ERROR"), "Unknown", Action.MANUAL),
 ]
