@@ -378,8 +378,8 @@ def pipemedic_pass(
     finally:
         if spy is not None:
             progress(f"py-spy profile of the worker (start-up included):\n{hot_spots(spy.stop())}")
-        # killed, not stopped: in automatic mode a graceful stop waits ~30 s on the records
-        # the delay agent holds; nothing after this needs the worker's sink flushed
+        # killed, not stopped: nothing after this needs the worker's sink flushed, so a
+        # graceful stop would only add time
         s.kill_children()
     if not ok:
         raise RuntimeError(f"pipemedic did not finish: {status()}; see {worker.log_path}")

@@ -85,8 +85,8 @@ def items_of(record: str, data: bytes) -> list[dict[str, Any]]:
 
 
 # records with a nullable ``classification``: fastavro picks a union branch by validating the
-# value against each candidate (a whole record); naming the branch skips that (~25% of the
-# encoding cost of a classified alert)
+# value against each candidate (a whole record); naming the branch skips that, a sizeable
+# share of the encoding cost of a classified alert (bench/README.md)
 _NAMED_UNIONS = {"classified_alert": "classification", "chain_event": "classification"}
 
 

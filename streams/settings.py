@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     producer_linger_s: float = 0.005
     producer_max_batch_bytes: int = 256 * 1024
     # uvloop runs the worker's event loop in C: socket I/O, timers and task switches, which
-    # are most of an executor's CPU, cost less (executors.py: +15% actions/s). "asyncio" is
+    # are most of an executor's CPU, cost less (more actions/s: bench/README.md). "asyncio" is
     # the fallback, and what a worker uses where uvloop is not installed (Windows)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 

@@ -53,7 +53,8 @@ def _status(codes: str) -> str:
 
 
 # Every alternative starts with a literal character: that keeps the regex engine's
-# first-character prefilter, which makes a search over a long message about 5x cheaper.
+# first-character prefilter, which makes a search over a long message several times
+# cheaper (bench/README.md).
 AUTH = (
     r"AuthenticationError|AuthenticationFailed|AuthorizationFailed|Unauthori[sz]ed|Forbidden"
     r"|token (?:has |is )?expired|invalid (?:client )?(?:secret|credential)|AADSTS\d|Login failed"
