@@ -156,7 +156,7 @@ async def test_real_timeout_over_the_shared_client(transport) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         async with http_client(transport=transport) as http:
             config = PlaybookConfig(
