@@ -67,6 +67,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -125,6 +126,13 @@ ERROR_TEXTS = (  # four classifications: gateway retry, throttling, missing blob
 
 # ---- inputs ----------------------------------------------------------------------------------
 
+# the fixtures name a factory outside the demo estate, whose alerts ingest records as ignored
+_FIXTURE_FACTORY = re.compile(rb"(?i)myfactoryname")
+
+
+def in_demo_estate(payload: bytes) -> bytes:
+    return _FIXTURE_FACTORY.sub(b"adf-sales-prod", payload)
+
 
 def single_alerts(count: int) -> list[bytes]:
     template = json.loads((FIXTURES / "azure_log_alert_v2.json").read_text())
@@ -144,7 +152,7 @@ def single_alerts(count: int) -> list[bytes]:
         }
         for dim in alert["data"]["alertContext"]["condition"]["allOf"][0]["dimensions"]:
             dim["value"] = values.get(dim["name"], dim["value"])
-        payloads.append(json.dumps(alert).encode())
+        payloads.append(in_demo_estate(json.dumps(alert).encode()))
     return payloads
 
 
@@ -168,7 +176,7 @@ def diagnostic_batches(count: int, runs_per_batch: int) -> tuple[list[bytes], in
                 batch += [act, pipe]
             else:
                 batch.append(act if r % 2 else pipe)
-        payloads.append(json.dumps({"records": batch}).encode())
+        payloads.append(in_demo_estate(json.dumps({"records": batch}).encode()))
         total += len(batch)
         runs += runs_per_batch
     return payloads, total, runs
