@@ -237,10 +237,15 @@ class Credentials:
             spec = self._specs.get(name)
             if spec is None:
                 raise PlatformError(ErrorKind.AUTH, f"credential {name!r} is not in the estate")
-            built = SharedTokens(
-                build_credential(spec, ca_bundle=self._ca_bundle, timeout_s=self._timeout_s)
-            )
-            self._built[name] = built
+            try:
+                credential = build_credential(
+                    spec, ca_bundle=self._ca_bundle, timeout_s=self._timeout_s
+                )
+            except (ValueError, TypeError, OSError) as exc:  # e.g. no certificate file
+                raise PlatformError(
+                    ErrorKind.AUTH, f"credential {name!r} cannot be used: {_first_line(exc)}"
+                ) from None
+            built = self._built[name] = SharedTokens(credential)
         return built
 
     async def close(self) -> None:

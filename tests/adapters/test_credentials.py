@@ -343,3 +343,25 @@ async def test_a_simulator_ca_is_needed_to_talk_to_it(aad) -> None:
         await credentials.close()
     assert caught.value.kind is ErrorKind.TRANSIENT
     assert token_requests(aad) == 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "type": "certificate",
+            "tenant_id": TENANT,
+            "client_id": CERT_APP,
+            "certificate_path": "/no/such.pem",
+        },
+        {"type": "workload_identity"},  # and no AZURE_* variables
+    ],
+)
+async def test_a_credential_that_cannot_be_built_is_auth(monkeypatch, spec) -> None:
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    credentials = Credentials({"c": spec_of(spec)})
+    with pytest.raises(PlatformError) as caught:
+        credentials.credential_for("c")
+    assert caught.value.kind is ErrorKind.AUTH
+    assert "credential 'c' cannot be used" in str(caught.value)
