@@ -62,6 +62,7 @@ def register(topology: Topology, *, page_hook: bool) -> None:
         max_retries_cap=settings.max_retries_cap,
         horizon_ms=settings.dedup_horizon_s * 1000,
         page_hook=page_hook,
+        replayed_observe_only=settings.replayed_observe_only,
     )
     stage = Chains(topology, topology.chains, policy)
 

@@ -21,6 +21,7 @@ from streams.policy.expiry import sweep as sweep_expired
 from streams.policy.ids import event_id
 from streams.policy.model import (
     DeadLetter,
+    Header,
     Outcome,
     OutcomeState,
 )
@@ -38,6 +39,18 @@ CRASH_WORKER = {"supervisor_strategy": CrashingSupervisor}
 
 def origin_of(message: Any) -> str:
     return f"{message.topic}/{message.partition}/{message.offset}"
+
+
+def key_of(message: Any) -> bytes | None:
+    key = getattr(message, "key", None)
+    return key if isinstance(key, bytes | None) else str(key).encode()
+
+
+def headers_of(message: Any) -> tuple[Header, ...]:
+    """A message's headers, kept with a dead letter for its redrive."""
+    headers = getattr(message, "headers", None) or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return tuple(Header(str(k), bytes(v or b"")) for k, v in pairs)
 
 
 async def dead_letter_failure(
@@ -67,6 +80,8 @@ async def dead_letter(
         offset=message.offset,
         at=at,
         payload=payload,
+        key=key_of(message),
+        headers=headers_of(message),
     )
     await topology.dead_letter.send(key=reason, value=encode("dead_letter", letter.to_dict()))
     where = origin_of(message)

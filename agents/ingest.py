@@ -21,6 +21,7 @@ from streams.codecs import encode
 from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize
+from streams.policy.replays import marked, replay_mark
 from streams.policy.rules import Classifier
 from streams.policy.scope import EstateScope, ignored_row
 
@@ -67,7 +68,9 @@ async def _ingest_one(
         await dead_letter(topology, message, exc.reason, str(exc))
         return
     origin = origin_of(message)
+    replay = replay_mark(getattr(message, "headers", None))  # a replay: chains only observe
     for alert in alerts:
+        alert = marked(alert, replay)
         outside = scope.outside(alert)
         if outside is not None:  # never acted on: recorded once, no chain, nobody paged
             outbox.add_outcomes((ignored_row(alert, dedup_key(alert), outside, now_ms=received),))

@@ -28,6 +28,7 @@ from streams.policy.model import (
     OutcomeState,
     Step,
 )
+from streams.policy.replays import is_replayed
 
 HISTORY_LIMIT = 20  # entries kept per chain; the audit trail in ClickHouse keeps all
 
@@ -41,6 +42,8 @@ class ChainPolicy:
     # people schedules the ``manual`` action that calls it. Without one, the ``manual`` row
     # in the audit trail (and the dashboard) is the hand-off, and no action is queued.
     page_hook: bool = True
+    # failures a replay sent (marked by its header) are observed only, whatever the mode
+    replayed_observe_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,10 +171,13 @@ def _on_failure(
 
     delay_s = backoff.choose_delay(classification.backoff_s, attempt, None)
     due_at = now_ms + int(delay_s * 1000)
-    if policy.mode == "observe":
+    # a record a replay sent is only observed, and pages nobody (streams/policy/replays.py)
+    replayed = policy.replayed_observe_only and is_replayed(event.alert)
+    if policy.mode == "observe" or replayed:
         why = f"observe-only: would {classification.action} in {delay_s:g}s (attempt {attempt})"
+        why = f"replayed, {why}" if replayed else why
         observed = _row(chain, event, OutcomeState.OBSERVED, now_ms, why, due_at=due_at)
-        step = _finish(chain, event, ChainState.MANUAL, now_ms, policy, why, page=True)
+        step = _finish(chain, event, ChainState.MANUAL, now_ms, policy, why, page=not replayed)
         return replace(step, outcomes=(observed, *step.outcomes))
 
     request = _request(chain, event, classification, classification.action, due_at, "backoff")

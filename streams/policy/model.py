@@ -323,8 +323,20 @@ class ChainEvent:
 
 
 @dataclass(frozen=True)
+class Header:
+    """One Kafka record header, as the message carried it."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
 class DeadLetter:
-    """A message pipemedic could not use, kept with the reason instead of being dropped."""
+    """A message pipemedic could not use, kept with the reason instead of being dropped.
+
+    Where it came from (topic, partition, offset) and what it was (key, headers, payload)
+    are kept whole, so a redrive (``pipemedic replay`` of a dead-letter capture) sends the
+    same record back to the same topic once the cause is fixed."""
 
     reason: str  # short machine-readable reason, e.g. "not_json"
     error: str  # the human-readable error
@@ -333,13 +345,19 @@ class DeadLetter:
     offset: int
     at: int  # epoch ms
     payload: bytes
+    key: bytes | None = None
+    headers: tuple[Header, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        data = _to_dict(self)
+        data["headers"] = [{"key": h.key, "value": h.value} for h in self.headers]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeadLetter:
-        return _from_dict(cls, data)
+        values = dict(data)
+        values["headers"] = tuple(Header(h["key"], h["value"]) for h in data.get("headers") or ())
+        return _from_dict(cls, values)
 
 
 @dataclass(frozen=True)
