@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipemedic.failures import AlertsFileError, BrokerUnreachable, explain
+from pipemedic.failures import AlertsFileError, BrokerAddressError, BrokerUnreachable, explain
 
 EXIT_FAILURE = 1  # a runtime failure; usage errors exit 2 (argparse's own)
 EXIT_INTERRUPTED = 130
@@ -178,11 +178,8 @@ def on_broker(
     0: the default exchange bound, None: unbounded, for long transfers like capture)."""
     from aiokafka.errors import KafkaConnectionError
 
-    from pipemedic.kafka import client_options
-
     url = settings.broker_url
-    require_listening(url)
-    client = client_options(settings)
+    client = require_listening(settings)
     bound = BROKER_EXCHANGE_TIMEOUT_S if timeout_s == 0.0 else timeout_s
 
     async def bounded() -> Any:
@@ -198,19 +195,25 @@ def on_broker(
         raise BrokerUnreachable(f"no Kafka broker answers at {url}") from exc
 
 
-def require_listening(url: str) -> None:
-    """Raise :class:`BrokerUnreachable` unless some bootstrap server accepts a connection."""
-    problem: Exception | None = None
-    for server in url.replace(";", ",").split(","):
-        server = server.strip().removeprefix("kafka://")
-        host, colon, port = server.rpartition(":")
+def require_listening(settings: Any) -> dict[str, Any]:
+    """The broker's client options, once some bootstrap server accepts a TCP connection
+    (:class:`BrokerUnreachable` otherwise)."""
+    from pipemedic.kafka import client_options
+
+    url = settings.broker_url
+    try:
+        client = client_options(settings)
+    except ValueError as exc:  # Faust's URL parsing: a port that is not a number
+        raise BrokerAddressError(f"bad PIPEMEDIC_BROKER_URL {url!r}: {exc}") from exc
+    problem: OSError | None = None
+    for server in client["bootstrap_servers"]:
+        host, _, port = server.rpartition(":")
         try:
-            address = (host.strip("[]"), int(port)) if colon else (server, 9092)
-            with socket.create_connection(address, BROKER_CONNECT_TIMEOUT_S):
-                return
-        except (OSError, ValueError) as exc:
+            with socket.create_connection((host.strip("[]"), int(port)), BROKER_CONNECT_TIMEOUT_S):
+                return client
+        except OSError as exc:
             problem = exc
-    reason = getattr(problem, "strerror", None) or str(problem) or type(problem).__name__
+    reason = getattr(problem, "strerror", None) or str(problem)
     raise BrokerUnreachable(f"no broker answers at {url} ({reason}); see PIPEMEDIC_BROKER_URL")
 
 
@@ -244,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # log a traceback and stop
     load_rulebook(settings.rules_file)
     load_estate(settings.estate_file)
-    require_listening(settings.broker_url)
+    require_listening(settings)
     run_worker(settings)
     return 0
 

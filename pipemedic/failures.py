@@ -19,6 +19,10 @@ class BrokerUnreachable(ConnectionError):
     """Nothing accepts a connection at the configured broker address."""
 
 
+class BrokerAddressError(ValueError):
+    """The configured broker URL does not parse."""
+
+
 def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]], ...]:
     """Failures an operator causes and can fix, with what to tell them; first match wins.
 
@@ -37,6 +41,7 @@ def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]
     return (
         (AlertsFileError, str),
         (BrokerUnreachable, str),
+        (BrokerAddressError, str),
         (EstateError, lambda e: f"{e} (PIPEMEDIC_ESTATE_FILE)"),
         (RulesError, lambda e: f"rules file: {e}"),
         (WorldError, lambda e: f"world file: {e}"),

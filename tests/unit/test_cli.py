@@ -112,6 +112,13 @@ def expected_failures() -> list[tuple[str, list[str], dict[str, str], dict[str, 
             {"PIPEMEDIC_BROKER_URL": refused},
             f"no broker answers at {refused}",
         ),
+        (
+            "send: bad broker URL",
+            ["send", "{tmp}/a.jsonl"],
+            {"a.jsonl": ALERTS},
+            {"PIPEMEDIC_BROKER_URL": "kafka://127.0.0.1:x"},
+            "bad PIPEMEDIC_BROKER_URL",
+        ),
         ("approve: no broker", ["approve", "c1"], {}, {"PIPEMEDIC_BROKER_URL": refused}, "broker"),
         ("topics: no broker", ["topics"], {}, {"PIPEMEDIC_BROKER_URL": refused}, "broker"),
         (
