@@ -54,7 +54,7 @@ class Simulator:
         self.clock = clock
         self.azure_ad = AzureADSim(self.world.azure_ad, clock)
         self.adf = AdfSim(self.world, self.azure_ad, clock)
-        self.databricks = DatabricksSim(self.world, clock)
+        self.databricks = DatabricksSim(self.world, clock, self.azure_ad)
         self.error_modes = ErrorModes(self.world)
         self.log = CallLog(self.world.call_log_limit)
 

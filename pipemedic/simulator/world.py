@@ -257,9 +257,19 @@ class JobRunSpec:
 
 
 @dataclass(frozen=True)
+class ServicePrincipalSpec:
+    """A Databricks service principal: OAuth M2M (``POST /oidc/v1/token``) with this secret."""
+
+    client_id: str
+    client_secret: str
+    expires_in_s: int = 3600  # lifetime of the tokens it gets (Databricks issues 1-hour ones)
+
+
+@dataclass(frozen=True)
 class WorkspaceSpec:
     workspace_id: str
     token: str
+    service_principals: tuple[ServicePrincipalSpec, ...] = ()
     clusters: tuple[ClusterSpec, ...] = ()
     jobs: tuple[JobSpec, ...] = ()
     runs: tuple[JobRunSpec, ...] = ()
