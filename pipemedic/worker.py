@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agents import chains, dedup, delay, enrich, execute, ingest, record, webhooks
+from agents import chains, dedup, delay, enrich, execute, ingest, metrics, record, webhooks
 from agents.platforms import Platforms
 from pipemedic.reporting import clickhouse_config
 from streams.adapters.clickhouse import OutcomeWriter, open_store
@@ -61,7 +61,9 @@ def build_platforms(settings: Settings, estate: Estate) -> Platforms:
         estate.credentials, ca_bundle=ca_bundle, timeout_s=settings.http_timeout_s
     )
     adf = ADFClient(estate.adf, credentials.credential_for, http) if estate.adf.factories else None
-    dbx = DatabricksClient(estate.databricks) if estate.databricks.workspaces else None
+    dbx = None
+    if estate.databricks.workspaces:
+        dbx = DatabricksClient(estate.databricks, credential_for=credentials.credential_for)
     books = PlaybookClient(estate.playbooks, http) if estate.playbooks.urls else None
     return Platforms(estate=estate, adf=adf, databricks=dbx, playbooks=books)
 
@@ -85,6 +87,7 @@ def build_worker(settings: Settings) -> Topology:
     execute.register(topology, platforms, budget)
     record.register(topology, writer, budget)
     webhooks.register(topology)
+    metrics.register(topology)
     return topology
 
 

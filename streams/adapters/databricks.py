@@ -1,24 +1,29 @@
 """Databricks clusters, libraries and job runs through the official databricks-sdk.
 
-Decides three things the SDK leaves open:
+Decides what the SDK leaves open:
 
-* **No threads.** The SDK blocks. Its calls run on the event loop instead, their HTTP
-  exchanges over aiohttp (how, and why a thread pool cost too much CPU per call:
-  :mod:`streams.adapters.databricks_calls`). ``threads`` bounds the calls in flight (the
-  connections; the name is from when every call held a thread); more wait for a connection.
-* **No waiting inside the SDK.** The SDK retries 429/503 and network errors itself, sleeping
-  until ``retry_timeout_seconds`` - and it sleeps the full ``Retry-After`` *before* checking
-  that deadline. Waiting is the retry policy's job, so the SDK gets a clock that refuses to
-  sleep: the first retryable failure ends the call and becomes ``THROTTLED`` (with
-  ``retry_after_s``) or ``TRANSIENT``. Long-running operations (start, restart, repair,
-  run-now) return as soon as Databricks accepted them; their waiters are never used.
+* **Threads, bounded.** The SDK blocks, so its calls run on one dedicated thread pool
+  (``loop.run_in_executor``; the loop's default executor is small and shared), behind one
+  semaphore per workspace: ``threads`` calls in flight per workspace, the pool sized for all of
+  them. Each ``WorkspaceClient`` is built on that pool too (the SDK probes the host while
+  building), once per workspace, and kept. How a client is configured - auth per workspace,
+  the no-waiting clock, its connection pool - is :mod:`streams.adapters.databricks_workspace`.
+* **Our own rate limit.** Before a call, a token is taken from the workspace's bucket
+  (:mod:`streams.policy.throttle`): reads (``clusters/get``, ``runs/get``, statuses, events) and
+  writes (start, restart, resize, libraries, repair, run-now) separately, by default at the
+  per-workspace limits Databricks documents for ``runs/get`` (100/s) and ``run-now`` (20/s),
+  one second's worth at once. An empty bucket raises :class:`HeldBack` without calling; a 429
+  empties the bucket, so the calls behind it hold back too.
+* **Alert content never shapes a call.** Workspace, job and run ids must be positive integers,
+  cluster ids letters, digits and dashes (``0923-164208-meows279``; older and pool clusters
+  vary, so only the characters are checked); anything else is ``BAD_REQUEST`` before a
+  request is built.
 * **Domain shapes.** Answers become the small frozen records below, errors become
   :class:`PlatformError` (table ``KIND_BY_ERROR``, first match wins), so nothing above this
-  module sees an SDK type.
+  module sees an SDK type. Long-running operations (start, restart, repair, run-now) return as
+  soon as Databricks accepted them; their waiters are never used.
 
-One ``WorkspaceClient`` per configured workspace, built on first use (on a thread: the SDK
-probes the host while building) and kept. A workspace id not in the config is
-:class:`OutsideEstate`.
+A workspace id not in the config is :class:`OutsideEstate`.
 """
 
 from __future__ import annotations
@@ -26,91 +31,81 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as sdk_errors
-from databricks.sdk.service import compute, jobs
+from databricks.sdk.service import compute
 from pydantic import SecretStr
 
-from streams.adapters.databricks_calls import (
-    SdkCalls,
-    SdkWantedToWait,
-    Workspace,
-    connect_workspace,
+from streams.adapters.databricks_records import (
+    Cluster,
+    ClusterEvent,
+    JobRun,
+    LibraryStatus,
+    TaskRun,
+    cluster_event_from_sdk,
+    cluster_from_sdk,
+    job_run_from_sdk,
+    library_status_from_sdk,
 )
-from streams.adapters.errors import ErrorKind, OutsideEstate, PlatformError
+from streams.adapters.databricks_workspace import (
+    AuthType,
+    CredentialFor,
+    CredentialRefused,
+    CredentialUnavailable,
+    WorkspaceAuth,
+    connect,
+    connection_pool,
+)
+from streams.adapters.errors import ErrorKind, HeldBack, OutsideEstate, PlatformError
+from streams.policy.throttle import Rate, TokenBuckets
 
 T = TypeVar("T")
+
+__all__ = [  # the records live in databricks_records; callers import them from here
+    "Cluster",
+    "ClusterEvent",
+    "DatabricksClient",
+    "DatabricksConfig",
+    "JobRun",
+    "KIND_BY_ERROR",
+    "LibraryStatus",
+    "TaskRun",
+    "WorkspaceRef",
+    "platform_error",
+]
+
+# Per workspace, one second's worth of what Databricks documents: runs/get 100/s, run-now 20/s.
+READS = Rate(capacity=100, refill_per_s=100)
+WRITES = Rate(capacity=20, refill_per_s=20)
 
 
 @dataclass(frozen=True)
 class WorkspaceRef:
+    """One estate workspace: its host and how to authenticate (the estate's fields)."""
+
     host: str
-    token: SecretStr = field(repr=False)
+    token: SecretStr | None = field(default=None, repr=False)  # auth: pat
+    auth: AuthType = "pat"
+    client_id: str | None = None  # auth: oauth-m2m (a Databricks service principal)
+    client_secret: SecretStr | None = field(default=None, repr=False)
+    credential: str | None = None  # auth: azure, the estate's named azure-identity credential
 
 
 @dataclass(frozen=True)
 class DatabricksConfig:
-    workspaces: Mapping[str, WorkspaceRef]
-    threads: int = 64  # calls in flight at once, over all workspaces (estate key ``threads``)
+    """What the client needs of the estate's ``databricks`` section (which may pass its own
+    model with these attributes)."""
+
+    workspaces: Mapping[str, WorkspaceAuth]
+    threads: int = 32  # calls in flight at once per workspace (estate key ``threads``)
     timeout_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class Cluster:
-    cluster_id: str
-    state: str  # PENDING | RUNNING | RESTARTING | RESIZING | TERMINATING | TERMINATED | ERROR
-    num_workers: int = 0
-    autoscale_min: int | None = None
-    autoscale_max: int | None = None
-    termination_code: str = ""
-    termination_type: str = ""
-    state_message: str = ""
-
-
-@dataclass(frozen=True)
-class LibraryStatus:
-    library: str  # "pandas==2.2.0" for PyPI, else the jar/whl path or maven coordinates
-    status: str  # PENDING | INSTALLING | INSTALLED | FAILED | UNINSTALL_ON_RESTART | ...
-    messages: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClusterEvent:
-    type: str
-    timestamp: int  # epoch ms
-    reason_code: str = ""
-    reason_type: str = ""
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    task_key: str
-    run_id: int
-    life_cycle_state: str = ""
-    result_state: str = ""
-    state_message: str = ""
-    cluster_id: str = ""
-    attempt_number: int = 0
-
-
-@dataclass(frozen=True)
-class JobRun:
-    run_id: int
-    job_id: int
-    life_cycle_state: str = ""
-    result_state: str = ""
-    state_message: str = ""
-    termination_code: str = ""
-    termination_type: str = ""
-    original_attempt_run_id: int = 0
-    attempt_number: int = 0
-    latest_repair_id: int | None = None
-    tasks: tuple[TaskRun, ...] = ()
 
 
 # First match wins: subclasses before their parents (InvalidState is a BadRequest).
@@ -121,39 +116,73 @@ KIND_BY_ERROR: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (sdk_errors.NotFound, ErrorKind.NOT_FOUND),  # + ResourceDoesNotExist
     (sdk_errors.Unauthenticated, ErrorKind.AUTH),
     (sdk_errors.PermissionDenied, ErrorKind.AUTH),
+    (CredentialRefused, ErrorKind.AUTH),  # the token endpoint refused the service principal
     (sdk_errors.BadRequest, ErrorKind.BAD_REQUEST),  # + InvalidParameterValue
     (sdk_errors.NotImplemented, ErrorKind.BAD_REQUEST),
     # InternalError, TemporarilyUnavailable, DeadlineExceeded, and statuses the SDK has no
     # class for (502)
     (sdk_errors.DatabricksError, ErrorKind.TRANSIENT),
     (requests.RequestException, ErrorKind.TRANSIENT),  # timeouts, refused and reset connections
+    (CredentialUnavailable, ErrorKind.TRANSIENT),  # no token this time
 )
 
 # Databricks reports most missing objects as 400 INVALID_PARAMETER_VALUE "... does not exist".
 _DOES_NOT_EXIST = re.compile(r"does not exist|doesn't exist", re.IGNORECASE)
 
+# What an id from an alert may look like before it goes into a request.
+_NUMBER = re.compile(r"[1-9][0-9]{0,18}")  # workspace, job and run ids
+_CLUSTER_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,98}[A-Za-z0-9])?")
+
 
 class DatabricksClient:
-    def __init__(self, config: DatabricksConfig) -> None:
+    def __init__(
+        self,
+        config: DatabricksConfig,
+        *,
+        credential_for: CredentialFor | None = None,
+        reads: Rate = READS,
+        writes: Rate = WRITES,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``credential_for(name)``: the estate's azure-identity async credential of that
+        name, for workspaces with ``auth: azure``. ``reads``/``writes``: our own rate limits
+        per workspace."""
         self._config = config
-        self._calls = SdkCalls(connections=config.threads, timeout_s=config.timeout_s)
-        self._workspaces: dict[str, Workspace] = {}
-        self._building = asyncio.Lock()
+        self._credential_for = credential_for
+        self._monotonic = monotonic
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.threads * max(1, len(config.workspaces)),
+            thread_name_prefix="databricks",
+        )
+        self._gates = {ws: asyncio.Semaphore(config.threads) for ws in config.workspaces}
+        self._building = {ws: asyncio.Lock() for ws in config.workspaces}
+        self._reads = TokenBuckets(reads)
+        self._writes = TokenBuckets(writes)
+        self._clients: dict[str, WorkspaceClient] = {}
+        self._connections = {ws: connection_pool(config.threads) for ws in config.workspaces}
 
     def close(self) -> None:
-        self._calls.close()
+        """Stop the pool's threads once their calls end (calls not started are dropped), and
+        the workspaces' connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for connections in self._connections.values():
+            if connections is not None:
+                connections.close()
 
     async def aclose(self) -> None:
-        await self._calls.aclose()
+        self.close()
 
     async def get_cluster(self, ws: str, cluster_id: str) -> Cluster:
-        return _cluster(await self._call(ws, lambda w: w.clusters.get(cluster_id)))
+        cid = _cluster_id(cluster_id)
+        return cluster_from_sdk(await self._read(ws, lambda w: w.clusters.get(cid)))
 
     async def start_cluster(self, ws: str, cluster_id: str) -> None:
-        await self._call(ws, lambda w: w.clusters.start(cluster_id))
+        cid = _cluster_id(cluster_id)
+        await self._write(ws, lambda w: w.clusters.start(cid))
 
     async def restart_cluster(self, ws: str, cluster_id: str) -> None:
-        await self._call(ws, lambda w: w.clusters.restart(cluster_id))
+        cid = _cluster_id(cluster_id)
+        await self._write(ws, lambda w: w.clusters.restart(cid))
 
     async def resize_cluster(
         self,
@@ -164,31 +193,36 @@ class DatabricksClient:
         autoscale: tuple[int, int] | None = None,
     ) -> None:
         """Set a fixed size, or with ``autoscale=(min, max)`` new autoscaling bounds."""
+        cid = _cluster_id(cluster_id)
         if (num_workers is None) == (autoscale is None):
             raise PlatformError(ErrorKind.BAD_REQUEST, "resize needs num_workers or autoscale")
         bounds = None
         if autoscale is not None:
             bounds = compute.AutoScale(min_workers=autoscale[0], max_workers=autoscale[1])
-        await self._call(
-            ws, lambda w: w.clusters.resize(cluster_id, num_workers=num_workers, autoscale=bounds)
+        await self._write(
+            ws, lambda w: w.clusters.resize(cid, num_workers=num_workers, autoscale=bounds)
         )
 
     async def library_statuses(self, ws: str, cluster_id: str) -> list[LibraryStatus]:
-        statuses = await self._call(ws, lambda w: list(w.libraries.cluster_status(cluster_id)))
-        return [_library_status(status) for status in statuses]
+        cid = _cluster_id(cluster_id)
+        statuses = await self._read(ws, lambda w: list(w.libraries.cluster_status(cid)))
+        return [library_status_from_sdk(status) for status in statuses]
 
     async def install_library(self, ws: str, cluster_id: str, pypi_package: str) -> None:
+        cid = _cluster_id(cluster_id)
         library = compute.Library(pypi=compute.PythonPyPiLibrary(package=pypi_package))
-        await self._call(ws, lambda w: w.libraries.install(cluster_id, [library]))
+        await self._write(ws, lambda w: w.libraries.install(cid, [library]))
 
     async def uninstall_library(self, ws: str, cluster_id: str, pypi_package: str) -> None:
+        cid = _cluster_id(cluster_id)
         library = compute.Library(pypi=compute.PythonPyPiLibrary(package=pypi_package))
-        await self._call(ws, lambda w: w.libraries.uninstall(cluster_id, [library]))
+        await self._write(ws, lambda w: w.libraries.uninstall(cid, [library]))
 
     async def cluster_events(
         self, ws: str, cluster_id: str, event_types: Iterable[str] = (), *, limit: int = 50
     ) -> list[ClusterEvent]:
         """The newest ``limit`` events of the given types, newest first."""
+        cid = _cluster_id(cluster_id)
         try:
             types = [compute.EventType(name) for name in event_types] or None
         except ValueError as exc:
@@ -196,28 +230,28 @@ class DatabricksClient:
 
         def newest(w: WorkspaceClient) -> list[compute.ClusterEvent]:
             events = w.clusters.events(
-                cluster_id, event_types=types, order=compute.GetEventsOrder.DESC, limit=limit
+                cid, event_types=types, order=compute.GetEventsOrder.DESC, limit=limit
             )
             return list(itertools.islice(events, limit))  # the SDK would page through all
 
-        return [_cluster_event(event) for event in await self._call(ws, newest)]
+        return [cluster_event_from_sdk(event) for event in await self._read(ws, newest)]
 
     async def get_run(self, ws: str, run_id: int | str) -> JobRun:
-        run_no = _run_number(run_id, "run id")
-        return _job_run(
-            await self._call(ws, lambda w: w.jobs.get_run(run_no, include_history=True))
+        run_no = _number(run_id, "run id")
+        return job_run_from_sdk(
+            await self._read(ws, lambda w: w.jobs.get_run(run_no, include_history=True))
         )
 
     async def get_run_json(self, ws: str, run_id: int | str) -> dict[str, Any]:
         """The ``jobs/runs/get`` answer as the REST API shapes it, for alert enrichment."""
-        run_no = _run_number(run_id, "run id")
-        run = await self._call(ws, lambda w: w.jobs.get_run(run_no, include_history=True))
+        run_no = _number(run_id, "run id")
+        run = await self._read(ws, lambda w: w.jobs.get_run(run_no, include_history=True))
         return run.as_dict()
 
     async def repair_run(self, ws: str, run_id: int | str, latest_repair_id: int | None) -> int:
         """Re-run the failed tasks of a finished run; returns the repair id (not awaited)."""
-        run_no = _run_number(run_id, "run id")
-        waiter = await self._call(
+        run_no = _number(run_id, "run id")
+        waiter = await self._write(
             ws,
             lambda w: w.jobs.repair_run(
                 run_no, rerun_all_failed_tasks=True, latest_repair_id=latest_repair_id
@@ -227,43 +261,78 @@ class DatabricksClient:
 
     async def run_now(self, ws: str, job_id: int | str, idempotency_token: str) -> int:
         """Trigger a job; the same token never launches a second run (Databricks guarantees it)."""
-        job_no = _run_number(job_id, "job id")
-        waiter = await self._call(
+        job_no = _number(job_id, "job id")
+        waiter = await self._write(
             ws, lambda w: w.jobs.run_now(job_no, idempotency_token=idempotency_token)
         )
         return int(waiter.response.run_id)
 
-    async def _call(self, ws: str, operation: Callable[[WorkspaceClient], T]) -> T:
+    async def _read(self, ws: str, operation: Callable[[WorkspaceClient], T]) -> T:
+        return await self._call(ws, self._reads, "reads", operation)
+
+    async def _write(self, ws: str, operation: Callable[[WorkspaceClient], T]) -> T:
+        return await self._call(ws, self._writes, "writes", operation)
+
+    async def _call(
+        self,
+        ws: str,
+        buckets: TokenBuckets,
+        kind: str,
+        operation: Callable[[WorkspaceClient], T],
+    ) -> T:
+        where = f"Databricks workspace {_number(ws, 'workspace id')}"
         if ws not in self._config.workspaces:
             raise OutsideEstate(f"Databricks workspace {ws!r}")
-        try:
-            return await self._calls.run(await self._workspace(ws), operation)
-        except PlatformError:
-            raise
-        except Exception as exc:
-            raise platform_error(exc, f"Databricks workspace {ws}") from None
+        wait_s = buckets.take(ws, self._monotonic())
+        if wait_s > 0:
+            raise HeldBack(f"{where} {kind}", wait_s)
+        async with self._gates[ws]:
+            try:
+                client = self._clients.get(ws) or await self._connect(ws)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._pool, _first_failure, operation, client)
+            except PlatformError:
+                raise
+            except Exception as exc:
+                error = platform_error(exc, where)
+        if error.kind is ErrorKind.THROTTLED:  # the platform's no: everything behind waits too
+            buckets.observe(ws, 0, self._monotonic())
+        raise error
 
-    async def _workspace(self, ws: str) -> Workspace:
-        workspace = self._workspaces.get(ws)
-        if workspace is None:
-            async with self._building:
-                workspace = self._workspaces.get(ws)
-                if workspace is None:
-                    ref = self._config.workspaces[ws]
-                    workspace = await asyncio.to_thread(
-                        connect_workspace,
-                        ref.host,
-                        ref.token.get_secret_value(),
-                        self._config.timeout_s,
-                    )
-                    self._workspaces[ws] = workspace
-        return workspace
+    async def _connect(self, ws: str) -> WorkspaceClient:
+        async with self._building[ws]:
+            client = self._clients.get(ws)
+            if client is None:
+                loop = asyncio.get_running_loop()
+                client = await loop.run_in_executor(
+                    self._pool,
+                    lambda: connect(
+                        self._config.workspaces[ws],
+                        timeout_s=self._config.timeout_s,
+                        connections=self._config.threads,
+                        pool=self._connections[ws],
+                        loop=loop,
+                        credential_for=self._credential_for,
+                    ),
+                )
+                self._clients[ws] = client
+        return client
+
+
+def _first_failure(operation: Callable[[WorkspaceClient], T], client: WorkspaceClient) -> T:
+    """Run on a pool thread. When the SDK gave up retrying (``SkipWaits``), raise the failure
+    it retried: its ``TimeoutError`` would lose that ``__cause__`` on the way to the loop
+    (asyncio rebuilds a ``TimeoutError`` from a thread's future)."""
+    try:
+        return operation(client)
+    except TimeoutError as exc:
+        if isinstance(exc.__cause__, Exception):
+            raise exc.__cause__ from None
+        raise
 
 
 def platform_error(exc: BaseException, where: str) -> PlatformError:
-    """Translate an SDK or transport failure (see ``KIND_BY_ERROR``)."""
-    if isinstance(exc, SdkWantedToWait) and exc.__context__ is not None:
-        exc = exc.__context__
+    """Translate an SDK, credential or transport failure (see ``KIND_BY_ERROR``)."""
     if isinstance(exc, ValueError) and not isinstance(
         exc,
         sdk_errors.DatabricksError | requests.RequestException,  # a garbled answer is not ours
@@ -282,88 +351,24 @@ def platform_error(exc: BaseException, where: str) -> PlatformError:
     )
 
 
-def _run_number(value: int | str, what: str) -> int:
-    try:
+def _number(value: int | str, what: str) -> int:
+    """A workspace, job or run id: a positive integer, whatever the alert said."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 < value < 10**19:
+            return value
+    elif isinstance(value, str) and _NUMBER.fullmatch(value):
         return int(value)
-    except (TypeError, ValueError):
-        raise PlatformError(ErrorKind.BAD_REQUEST, f"{what} {value!r} is not a number") from None
+    raise PlatformError(ErrorKind.BAD_REQUEST, f"Databricks {what} {_shown(value)} cannot exist")
 
 
-def _name(value: Any) -> str:
-    return "" if value is None else str(getattr(value, "value", value))
-
-
-def _cluster(details: compute.ClusterDetails) -> Cluster:
-    reason = details.termination_reason
-    scale = details.autoscale
-    return Cluster(
-        cluster_id=details.cluster_id or "",
-        state=_name(details.state),
-        num_workers=details.num_workers or 0,
-        autoscale_min=scale.min_workers if scale else None,
-        autoscale_max=scale.max_workers if scale else None,
-        termination_code=_name(reason.code) if reason else "",
-        termination_type=_name(reason.type) if reason else "",
-        state_message=details.state_message or "",
+def _cluster_id(value: str) -> str:
+    if isinstance(value, str) and _CLUSTER_ID.fullmatch(value):
+        return value
+    raise PlatformError(
+        ErrorKind.BAD_REQUEST, f"Databricks cluster id {_shown(value)} cannot exist"
     )
 
 
-def _library_status(status: compute.LibraryFullStatus) -> LibraryStatus:
-    lib = status.library or compute.Library()
-    name = (
-        (lib.pypi.package if lib.pypi else None)
-        or (lib.maven.coordinates if lib.maven else None)
-        or (lib.cran.package if lib.cran else None)
-        or lib.jar
-        or lib.whl
-        or lib.requirements
-        or lib.egg
-        or ""
-    )
-    return LibraryStatus(name, _name(status.status), tuple(status.messages or ()))
-
-
-def _cluster_event(event: compute.ClusterEvent) -> ClusterEvent:
-    reason = event.details.reason if event.details else None
-    return ClusterEvent(
-        type=_name(event.type),
-        timestamp=event.timestamp or 0,
-        reason_code=_name(reason.code) if reason else "",
-        reason_type=_name(reason.type) if reason else "",
-    )
-
-
-def _task_run(task: jobs.RunTask) -> TaskRun:
-    state = task.state or jobs.RunState()
-    return TaskRun(
-        task_key=task.task_key,
-        run_id=task.run_id or 0,
-        life_cycle_state=_name(state.life_cycle_state),
-        result_state=_name(state.result_state),
-        state_message=state.state_message or "",
-        cluster_id=task.cluster_instance.cluster_id if task.cluster_instance else "",
-        attempt_number=task.attempt_number or 0,
-    )
-
-
-def _job_run(run: jobs.Run) -> JobRun:
-    state = run.state or jobs.RunState()
-    details = run.status.termination_details if run.status else None
-    repairs = [
-        item.id
-        for item in run.repair_history or ()
-        if item.type == jobs.RepairHistoryItemType.REPAIR
-    ]
-    return JobRun(
-        run_id=run.run_id or 0,
-        job_id=run.job_id or 0,
-        life_cycle_state=_name(state.life_cycle_state) or _name(run.status and run.status.state),
-        result_state=_name(state.result_state),
-        state_message=state.state_message or "",
-        termination_code=_name(details.code) if details else "",
-        termination_type=_name(details.type) if details else "",
-        original_attempt_run_id=run.original_attempt_run_id or run.run_id or 0,
-        attempt_number=run.attempt_number or 0,
-        latest_repair_id=repairs[-1] if repairs else None,
-        tasks=tuple(_task_run(task) for task in run.tasks or ()),
-    )
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -228,12 +228,22 @@ async def adf_for() -> AsyncIterator[Callable[..., ADFClient]]:
 
 @pytest.fixture
 def databricks_for() -> Callable[..., DatabricksClient]:
-    """``databricks_for(sim, token=PAT, timeout_s=5)``: a client for the world's workspace."""
+    """``databricks_for(sim, token=PAT, timeout_s=5, ref=None, **options)``: a client
+    for the world's workspace (``ref``: another way in than the PAT)."""
     clients: list[DatabricksClient] = []
 
-    def build(sim: SimulatorServer, *, token: str = PAT, timeout_s: float = 5.0, threads: int = 16):
-        ref = WorkspaceRef(sim.databricks_host(WS), SecretStr(token))
-        client = DatabricksClient(DatabricksConfig({WS: ref}, threads=threads, timeout_s=timeout_s))
+    def build(
+        sim: SimulatorServer,
+        *,
+        token: str = PAT,
+        timeout_s: float = 5.0,
+        threads: int = 16,
+        ref: WorkspaceRef | None = None,
+        **options: Any,
+    ) -> DatabricksClient:
+        ref = ref or WorkspaceRef(sim.databricks_host(WS), SecretStr(token))
+        config = DatabricksConfig({WS: ref}, threads=threads, timeout_s=timeout_s)
+        client = DatabricksClient(config, **options)
         clients.append(client)
         return client
 

@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from streams.adapters.databricks import ClusterEvent, JobRun, TaskRun, platform_error
-from streams.adapters.errors import ErrorKind, OutsideEstate, PlatformError
+from streams.adapters.errors import ErrorKind, HeldBack, OutsideEstate, PlatformError
+from streams.policy.throttle import Rate
 
 
 async def test_cluster_start_goes_through_pending(start_sim, databricks_for, estate) -> None:
@@ -238,7 +239,6 @@ async def test_unreachable_workspace_is_transient_and_fast(databricks_for) -> No
         (lambda dbx, e: dbx.start_cluster(e.workspace, "no-such-cluster"), ErrorKind.NOT_FOUND),
         (lambda dbx, e: dbx.get_run(e.workspace, 1), ErrorKind.NOT_FOUND),
         (lambda dbx, e: dbx.run_now(e.workspace, 1, "t"), ErrorKind.NOT_FOUND),
-        (lambda dbx, e: dbx.get_run(e.workspace, "not-a-number"), ErrorKind.BAD_REQUEST),
         (
             lambda dbx, e: dbx.resize_cluster(e.workspace, e.autoscale_cluster, -1),
             ErrorKind.BAD_REQUEST,
@@ -275,7 +275,7 @@ async def test_calls_run_concurrently_on_one_client_per_workspace(
     start_sim, small_world, databricks_for, estate
 ) -> None:
     sim = await start_sim(small_world(latency_ms=100))
-    dbx = databricks_for(sim, threads=64)
+    dbx = databricks_for(sim, threads=64, reads=Rate(capacity=200, refill_per_s=100))
     await dbx.get_cluster(estate.workspace, estate.cluster)  # builds the workspace client once
     started = time.monotonic()
     await asyncio.gather(
@@ -312,3 +312,78 @@ async def test_get_run_json_is_the_rest_shape(start_sim, databricks_for, estate)
 )
 def test_failures_outside_the_http_answer(exc: Exception, kind: ErrorKind) -> None:
     assert platform_error(exc, "Databricks workspace w").kind is kind
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda dbx, e: dbx.get_cluster(e.workspace, "../../api/2.0/secrets/list"),
+        lambda dbx, e: dbx.get_cluster(e.workspace, "0923-164208-meows279?x=1"),
+        lambda dbx, e: dbx.start_cluster(e.workspace, "0923-164208 meows279"),
+        lambda dbx, e: dbx.install_library(e.workspace, "", "pandas==2.2.0"),
+        lambda dbx, e: dbx.cluster_events(e.workspace, "-0923-164208-meows279"),
+        lambda dbx, e: dbx.get_run(e.workspace, "not-a-number"),
+        lambda dbx, e: dbx.get_run(e.workspace, "455644833/../1"),
+        lambda dbx, e: dbx.get_run(e.workspace, "0"),
+        lambda dbx, e: dbx.get_run(e.workspace, -1),
+        lambda dbx, e: dbx.get_run(e.workspace, True),
+        lambda dbx, e: dbx.get_run(e.workspace, "1_000"),
+        lambda dbx, e: dbx.get_run(e.workspace, " 455644833"),
+        lambda dbx, e: dbx.get_run(e.workspace, "9" * 20),
+        lambda dbx, e: dbx.repair_run(e.workspace, "455644833\n", None),
+        lambda dbx, e: dbx.run_now(e.workspace, "39832&run_id=1", "t"),
+        lambda dbx, e: dbx.get_cluster("12345/../../x", e.cluster),
+        lambda dbx, e: dbx.get_run_json("", e.job_run),
+    ],
+)
+async def test_ids_that_cannot_exist_make_no_call(start_sim, databricks_for, estate, call) -> None:
+    sim = await start_sim()
+    with pytest.raises(PlatformError) as caught:
+        await call(databricks_for(sim), estate)
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert "cannot exist" in str(caught.value)
+    assert sim.calls == []  # not even the client build's host probe
+
+
+async def test_an_empty_workspace_bucket_holds_back_without_calling(
+    start_sim, databricks_for, estate
+) -> None:
+    sim = await start_sim()
+    now = [100.0]
+    dbx = databricks_for(
+        sim,
+        writes=Rate(capacity=2, refill_per_s=0.5),
+        reads=Rate(capacity=1, refill_per_s=1),
+        monotonic=lambda: now[0],
+    )
+    await dbx.start_cluster(estate.workspace, estate.cluster)
+    await dbx.start_cluster(estate.workspace, estate.cluster)
+    with pytest.raises(HeldBack) as held:
+        await dbx.start_cluster(estate.workspace, estate.cluster)
+    assert (held.value.kind, held.value.retry_after_s) == (ErrorKind.THROTTLED, 2.0)
+    assert sim.count("POST", "*/clusters/start") == 2
+    # reads have their own bucket: a write burst does not starve status checks
+    assert (await dbx.get_cluster(estate.workspace, estate.cluster)).state == "PENDING"
+    now[0] += 2.0
+    await dbx.start_cluster(estate.workspace, estate.cluster)
+    assert sim.count("POST", "*/clusters/start") == 3
+
+
+async def test_a_429_holds_back_the_calls_behind_it(
+    start_sim, small_world, databricks_for, estate
+) -> None:
+    sim = await start_sim(
+        small_world(error_modes=[{"path": "*/clusters/get", "throttle": {"first_n": 1}}])
+    )
+    now = [100.0]
+    dbx = databricks_for(sim, reads=Rate(capacity=50, refill_per_s=10), monotonic=lambda: now[0])
+    with pytest.raises(PlatformError) as throttled:
+        await dbx.get_cluster(estate.workspace, estate.cluster)
+    assert not isinstance(throttled.value, HeldBack)
+    assert (throttled.value.kind, throttled.value.retry_after_s) == (ErrorKind.THROTTLED, 1.0)
+    with pytest.raises(HeldBack):
+        await dbx.get_cluster(estate.workspace, estate.cluster)
+    assert sim.count(path="*/clusters/get") == 1
+    now[0] += 0.2
+    await dbx.get_cluster(estate.workspace, estate.cluster)
+    assert sim.count(path="*/clusters/get") == 2
