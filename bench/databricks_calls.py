@@ -1,4 +1,4 @@
-"""Databricks adapter micro-benchmark: CPU per call and calls/s against the simulator.
+"""Databricks adapter micro-benchmark: CPU per call of the client vs plain SDK calls.
 
     python bench/databricks_calls.py [--actions 1000] [--concurrency 64] [--latency-ms 50]
                                      [--rounds 3] [--only sdk|adapter] [--keep]
@@ -12,18 +12,18 @@ target, ``--concurrency`` actions in flight from one event loop.
 Two variants, measured in turn in this process against the same simulator (``--rounds``
 times each, alternating, so drift hits both):
 
-* ``sdk`` - the baseline: plain typed ``WorkspaceClient`` calls (``w.clusters.get(...)`` ...,
-  answers turned into SDK dataclasses) on a 64-thread pool, the client built as the adapter
-  built it before it was tuned for CPU (pool sized for the threads, proxies read once,
-  a clock that refuses to sleep);
-* ``adapter`` - ``streams.adapters.databricks.DatabricksClient`` as the worker uses it.
+* ``sdk`` - the baseline: plain typed ``WorkspaceClient`` calls (``w.clusters.get(...)``, ...)
+  on a thread pool of ``--concurrency`` threads via ``run_in_executor``, the client built from
+  a plain public ``Config`` (PAT) with a connection pool of the same size;
+* ``adapter`` - ``streams.adapters.databricks.DatabricksClient`` as the worker uses it (its
+  own pool and per-workspace semaphore, records instead of SDK dataclasses, error mapping),
+  its rate limits lifted so that only CPU is compared.
 
 CPU is ``time.process_time()`` over the measured window (every thread of this process),
 divided by the calls made. Prints per variant ``calls_per_s`` and ``cpu_ms_per_call`` (median
-round) and ``cpu_ratio_sdk_vs_adapter``. Goal: the adapter uses at most half the baseline's
-CPU per call. With 64 actions in flight and 50 ms per call both variants are capped near
-1,280 calls/s by latency; ``--latency-ms 0`` shows the CPU-bound rates instead (the
-simulator then competes for the same cores).
+round) and ``cpu_ratio_adapter_vs_sdk``: what the adapter's layer costs on top of the SDK
+(1.0 = nothing). Both variants spend most of their CPU in the SDK, requests and urllib3 and
+in the GIL hand-offs of the threads; ``--only adapter`` under a profiler shows where.
 """
 
 from __future__ import annotations
@@ -31,13 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests.adapters
-import requests.utils
 import yaml
 from common import (
     CallRound,
@@ -49,16 +47,15 @@ from common import (
     run_dir,
 )
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.clock import Clock
 from databricks.sdk.config import Config
 from pydantic import SecretStr
 
 from streams.adapters.databricks import DatabricksClient, DatabricksConfig, WorkspaceRef
+from streams.policy.throttle import Rate
 
 WS = "1000000000000001"
 TOKEN = "dapi-bench-token"
 JOB_ID = 7001
-THREADS = 64
 
 
 def build_world(clusters: int, runs: int, latency_ms: float) -> dict[str, Any]:
@@ -106,36 +103,16 @@ def build_world(clusters: int, runs: int, latency_ms: float) -> dict[str, Any]:
 Action = Callable[[], Awaitable[None]]
 
 
-class _RefuseToWait(Clock):
-    def time(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        raise RuntimeError(f"SDK wanted to retry after {seconds:.1f} s")
-
-
 class SdkCalls:
     """The baseline: typed WorkspaceClient calls on a thread pool."""
 
-    def __init__(self, host: str) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="sdk")
-        config = Config(
-            host=host,
-            token=TOKEN,
-            auth_type="pat",
-            http_timeout_seconds=30,
-            retry_timeout_seconds=1,
-            max_connection_pools=THREADS,
-            max_connections_per_pool=THREADS,
-            clock=_RefuseToWait(),
+    def __init__(self, host: str, threads: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sdk")
+        self.connections = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=threads, pool_block=True
         )
+        config = Config(host=host, token=TOKEN, auth_type="pat", http_adapter=self.connections)
         self.w = WorkspaceClient(config=config)
-        session = self.w.api_client._api_client._session
-        session.mount(
-            "http://", requests.adapters.HTTPAdapter(pool_connections=THREADS, pool_maxsize=THREADS)
-        )
-        session.proxies.update(requests.utils.get_environ_proxies(host))
-        session.trust_env = False
 
     async def _run(self, operation: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, operation)
@@ -164,14 +141,18 @@ class SdkCalls:
 
     async def close(self) -> None:
         self.pool.shutdown(wait=False)
+        self.connections.close()
 
 
 class AdapterCalls:
     """``DatabricksClient``, as the executors call it."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, threads: int) -> None:
         ref = WorkspaceRef(host, SecretStr(TOKEN))
-        self.dbx = DatabricksClient(DatabricksConfig({WS: ref}, threads=THREADS))
+        unlimited = Rate(capacity=1e9, refill_per_s=1e9)
+        self.dbx = DatabricksClient(
+            DatabricksConfig({WS: ref}, threads=threads), reads=unlimited, writes=unlimited
+        )
 
     def restart(self, cluster_id: str) -> Action:
         async def action() -> None:
@@ -215,7 +196,7 @@ async def measure(variant: str, actions: list[Action], concurrency: int) -> Call
 async def bench(args: argparse.Namespace, host: str, targets: Targets) -> list[CallRound]:
     variants = {"sdk": SdkCalls, "adapter": AdapterCalls}
     names = [args.only] if args.only else list(variants)
-    clients = {name: variants[name](host) for name in names}
+    clients = {name: variants[name](host, args.concurrency) for name in names}
     try:
         for name, calls in clients.items():  # client, pool and connections built outside
             progress(f"warming up {name} ...")
@@ -262,7 +243,7 @@ def main() -> None:
 
     print(
         f"== databricks calls: simulator latency {args.latency_ms:g} ms, "
-        f"{args.concurrency} actions in flight, {THREADS} threads/connections, "
+        f"{args.concurrency} actions in flight, as many threads and connections, "
         f"{2 * args.actions} calls per round =="
     )
     median = {}
@@ -274,10 +255,11 @@ def main() -> None:
         if errors:
             print(f"  errors: {dict(errors)}")
     if len(median) == 2:
-        ratio = median["sdk"].cpu_us / median["adapter"].cpu_us
-        print(f"cpu_ratio_sdk_vs_adapter: {ratio:.2f}")
-        print(f"calls_per_s_ratio: {median['adapter'].per_s / median['sdk'].per_s:.2f}")
-        print(f"goal >= 2x less CPU per call: {'met' if ratio >= 2 else 'MISSED'}")
+        ratio = median["adapter"].cpu_us / median["sdk"].cpu_us
+        print(f"cpu_ratio_adapter_vs_sdk: {ratio:.2f}")
+        print(
+            f"calls_per_s_ratio_adapter_vs_sdk: {median['adapter'].per_s / median['sdk'].per_s:.2f}"
+        )
 
 
 if __name__ == "__main__":
