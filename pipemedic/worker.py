@@ -50,6 +50,7 @@ def build_platforms(settings: Settings, estate: Estate) -> Platforms:
     from streams.adapters.databricks import DatabricksClient
     from streams.adapters.http import http_client
     from streams.adapters.playbook import PlaybookClient
+    from streams.policy.throttle import Rate
 
     ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
     http = http_client(
@@ -63,7 +64,12 @@ def build_platforms(settings: Settings, estate: Estate) -> Platforms:
     adf = ADFClient(estate.adf, credentials.credential_for, http) if estate.adf.factories else None
     dbx = None
     if estate.databricks.workspaces:
-        dbx = DatabricksClient(estate.databricks, credential_for=credentials.credential_for)
+        dbx = DatabricksClient(
+            estate.databricks,
+            credential_for=credentials.credential_for,
+            reads=Rate(settings.databricks_reads_per_s, settings.databricks_reads_per_s),
+            writes=Rate(settings.databricks_writes_per_s, settings.databricks_writes_per_s),
+        )
     books = PlaybookClient(estate.playbooks, http) if estate.playbooks.urls else None
     return Platforms(estate=estate, adf=adf, databricks=dbx, playbooks=books)
 

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # and how long it stays open before one call may test the target again
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 60.0
+    # our own Databricks rate limits, calls per second per workspace (bursts of one second's
+    # worth); the defaults are what Databricks documents for jobs/runs/get and jobs/run-now
+    databricks_reads_per_s: float = Field(default=100.0, gt=0)
+    databricks_writes_per_s: float = Field(default=20.0, gt=0)
 
     # worker web server (health, HTTP webhooks)
     web_host: str = "127.0.0.1"  # docker-compose sets 0.0.0.0 so Azure action groups can reach it
