@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     approve.add_argument("--reason", default="", help="why, recorded with the decision")
 
+    add_transfer_commands(command, as_json)
+
     sim = command("simulator", "serve the ADF/Databricks/Azure AD simulator on loopback")
     sim.add_argument("--world", type=Path, required=True, help="world file (YAML or JSON)")
     sim.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
@@ -326,6 +328,102 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_transfer_commands(command: Callable[[str, str], Any], as_json: str) -> None:
+    """capture and replay (pipemedic/capture.py, pipemedic/replay.py)."""
+    cap = command("capture", "record a topic (keys, values, headers, times) into a JSONL file")
+    cap.add_argument("topic", help="the topic as the broker names it (prefix included)")
+    cap.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    start = cap.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="from the oldest record")
+    start.add_argument("--since", help="records at or after TIME (ISO-8601, epoch ms, or 2h, 7d)")
+    cap.add_argument("--until", help="records at or before TIME (same forms)")
+    cap.add_argument("--limit", type=int, help="stop after N records")
+    cap.add_argument("--partition", type=int, help="only this partition")
+    cap.add_argument("--json", action="store_true", help=as_json + " (and no progress bar)")
+
+    rep = command("replay", "produce a capture back: keys, headers and order per partition kept")
+    rep.add_argument("file", type=Path, help="a file written by pipemedic capture")
+    rep.add_argument(
+        "--to", help="target topic (default: the captured one; a redrive: each origin)"
+    )
+    pace = rep.add_mutually_exclusive_group()
+    pace.add_argument("--rate", help="records per second, e.g. 200 or 200/s")
+    pace.add_argument("--speed", help="the captured pace sped up, e.g. 10x")
+    pace.add_argument("--max", action="store_true", help="as fast as the broker takes (default)")
+    times = rep.add_mutually_exclusive_group()
+    times.add_argument("--keep-times", action="store_true", help="the captured timestamps")
+    times.add_argument(
+        "--shift-times-to-now",
+        action="store_true",
+        help="move record and payload times so the capture ends now",
+    )
+    rep.add_argument("--loop", action="store_true", help="start over at the end, until stopped")
+    rep.add_argument(
+        "--no-mark", action="store_true", help="no pipemedic-replay header (exact copies)"
+    )
+    rep.add_argument("--json", action="store_true", help=as_json + " (and no progress bar)")
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from pipemedic.capture import CaptureRequest, capture, parse_time
+    from pipemedic.progress import progress_bar
+
+    now = int(time.time() * 1000)
+    request = CaptureRequest(
+        topic=args.topic,
+        from_beginning=args.from_beginning,
+        since_ms=parse_time(args.since, now) if args.since else None,
+        until_ms=parse_time(args.until, now) if args.until else None,
+        limit=args.limit,
+        partition=args.partition,
+    )
+    settings = _settings()
+    bar = progress_bar(f"capture {args.topic}", enabled=not args.json)
+    with bar as report, args.out.open("wb") as out:
+        result = on_broker(settings, lambda c: capture(c, request, out, progress=report), None)
+    summary = result.as_json(args.out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"captured {result.records} records of {args.topic} into {args.out} "
+            f"(capture {result.meta.capture_id}, {summary['records_per_s']:.0f} records/s)"
+        )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipemedic.capture import CaptureError, read_capture
+    from pipemedic.progress import progress_bar
+    from pipemedic.replay import ReplayRequest, replay
+
+    meta, records = read_capture(args.file)
+    try:
+        rate = float(args.rate.removesuffix("/s")) if args.rate else None
+        speed = float(args.speed.removesuffix("x")) if args.speed else None
+    except ValueError:
+        raise CaptureError(f"not a number: --rate {args.rate} / --speed {args.speed}") from None
+    request = ReplayRequest(
+        to=args.to,
+        rate=rate,
+        speed=speed,
+        times="keep" if args.keep_times else "shift" if args.shift_times_to_now else "broker",
+        loop=args.loop,
+        mark=not args.no_mark,
+    )
+    settings = _settings()
+    with progress_bar(f"replay {args.file.name}", enabled=not args.json) as report:
+        result = on_broker(
+            settings, lambda c: replay(c, meta, records, request, progress=report), None
+        )
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        where = ", ".join(f"{n} to {t}" for t, n in sorted(result.by_topic.items()))
+        print(f"replayed {result.records} records ({where or 'none'}), capture {meta.capture_id}")
+    return 0
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     from pipemedic.simulator.__main__ import main as simulator_main
 
@@ -342,6 +440,8 @@ COMMANDS = {
     "send": cmd_send,
     "approve": cmd_approve,
     "simulator": cmd_simulator,
+    "capture": cmd_capture,
+    "replay": cmd_replay,
 }
 
 

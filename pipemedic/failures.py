@@ -32,6 +32,7 @@ def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]
     from faust.exceptions import ImproperlyConfigured
     from pydantic import ValidationError
 
+    from pipemedic.capture import CaptureError
     from pipemedic.embedded import BrokerStartError
     from pipemedic.simulator.world import WorldError
     from streams.adapters.errors import PlatformError
@@ -40,6 +41,7 @@ def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]
 
     return (
         (AlertsFileError, str),
+        (CaptureError, str),
         (BrokerUnreachable, str),
         (BrokerAddressError, str),
         (EstateError, lambda e: f"{e} (PIPEMEDIC_ESTATE_FILE)"),

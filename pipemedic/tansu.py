@@ -27,23 +27,23 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 FETCH_TIMEOUT_S = 5.0
 
 
-async def true_end_offsets(bootstrap: str, listed: Mapping[Any, int]) -> dict[Any, int]:
-    """The real end offset of every partition, given what ListOffsets said."""
+async def true_end_offsets(bootstrap: Any, listed: Mapping[Any, int]) -> dict[Any, int]:
+    """The real end offset of every partition, given what ListOffsets said. ``bootstrap``: an
+    address or the client options of :mod:`pipemedic.kafka`."""
+    from pipemedic import kafka
+
     result = dict(listed)
     probe_tps = {
         TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end > 0
     }
     if not probe_tps:
         return result
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = kafka.consumer(bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(probe_tps))
