@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents import metrics
 from agents.common import CRASH_WORKER, run_concurrently
 from agents.outbox import SharedOutbox
 from agents.platforms import Platforms, Procedure
@@ -67,12 +68,16 @@ class StepRunner:
         request = ActionRequest.from_dict(decode("action_request", event.value))
         await self.outbox.send(await self.run(request), now=self.clock.now_ms())
 
+    def _counted(self, request: ActionRequest, result: str) -> None:
+        metrics.STEPS.labels(request.action, request.step, result).inc()
+
     async def run(self, request: ActionRequest) -> Effects:
         """One step of ``request``: what it leads to (nothing sent yet)."""
         now = self.clock.now_ms()
         alert = request.alert
         refused = invalid_name(alert) if self.gated else None
         if refused is not None:  # alert content never shapes a platform call
+            self._counted(request, INVALID_NAME)
             return after_error(
                 request,
                 kind=INVALID_NAME,
@@ -86,10 +91,12 @@ class StepRunner:
         wait_s = breaker.wait_s(now / 1000) if self.gated else 0.0
         if wait_s > 0:
             reason = f"circuit open for {alert.source} {alert.scope}"
+            self._counted(request, "breaker_open")
             return defer(request, wait_s=wait_s, reason=reason, now_ms=now)
         costs = self.metered and request.step == Step.EXECUTE.value
         if costs and not self.budget.allows(self.cost_usd, now):
             reason = self.budget.why_not(self.cost_usd, now)
+            self._counted(request, "over_budget")
             return over_budget(request, reason=reason, now_ms=now)
         if costs:  # charged before it runs, so actions in flight together cannot all pass
             self.budget.charge(self.cost_usd, now)
@@ -97,6 +104,7 @@ class StepRunner:
         try:
             report = await self.procedure(request, self.platforms, now)
         except PlatformError as error:
+            self._counted(request, f"error:{error.kind.value}")
             # our own rate limit held the call back: the platform did not fail
             if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED) and not isinstance(
                 error, HeldBack
@@ -112,6 +120,7 @@ class StepRunner:
                 config=self.config,
             )
         else:
+            self._counted(request, report.status.value)
             breaker.succeeded()
             return after_step(request, report, now_ms=self.clock.now_ms(), config=self.config)
         finally:

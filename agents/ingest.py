@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents import metrics
 from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, origin_of
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import encode
 from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
-from streams.policy.normalize import NormalizeError, normalize
+from streams.policy.normalize import NormalizeError, normalize_detailed
 from streams.policy.replays import marked, replay_mark
 from streams.policy.rules import Classifier
 from streams.policy.scope import EstateScope, ignored_row
@@ -63,17 +64,20 @@ async def _ingest_one(
 ) -> None:
     received = topology.clock.now_ms()
     try:
-        alerts = normalize(message.value or b"", received_at_ms=received)
+        found = normalize_detailed(message.value or b"", received_at_ms=received)
     except NormalizeError as exc:
+        metrics.MESSAGES.labels("dead_letter").inc()
         await dead_letter(topology, message, exc.reason, str(exc))
         return
     origin = origin_of(message)
     replay = replay_mark(getattr(message, "headers", None))  # a replay: chains only observe
-    for alert in alerts:
+    ignored = 0
+    for alert in found.alerts:
         alert = marked(alert, replay)
         outside = scope.outside(alert)
         if outside is not None:  # never acted on: recorded once, no chain, nobody paged
             outbox.add_outcomes((ignored_row(alert, dedup_key(alert), outside, now_ms=received),))
+            ignored += 1
             continue
         record = classify_alert(alert, classifier, received_at=received, origin=origin)
         if alert.signal == Signal.ENRICH.value:
@@ -82,3 +86,4 @@ async def _ingest_one(
             )
         else:
             outbox.add_classified(record)
+    metrics.count_ingested(found.shape, found.alerts, found.skipped, ignored)

@@ -62,6 +62,7 @@ Parser = Callable[[Mapping[str, Any], int, list[str]], list[Alert]]
 class Normalized:
     alerts: tuple[Alert, ...]
     skipped: tuple[str, ...]  # why entries gave no alert: "resolved", "in_progress", ...
+    shape: str = ""  # what arrived (a SHAPES value): the label records are counted under
 
 
 def _parser(payload: Mapping[str, Any]) -> tuple[Parser, int]:
@@ -87,6 +88,17 @@ def _parser(payload: Mapping[str, Any]) -> tuple[Parser, int]:
     if "cluster_id" in payload and "termination_reason" in payload:
         return databricks.cluster_state, MAX_ALERT_BYTES
     raise NormalizeError("unknown_shape", ",".join(sorted(str(k)[:40] for k in payload)[:8]))
+
+
+SHAPES: Mapping[Parser, str] = {
+    adf.diagnostic_records: "adf_diagnostic",
+    azure.common_alert: "azure_monitor",
+    databricks.job_webhook: "databricks_webhook",
+    databricks.event_payload: "databricks_event",
+    databricks.library_statuses: "databricks_libraries",
+    databricks.cluster_events: "databricks_cluster_events",
+    databricks.cluster_state: "databricks_cluster",
+}
 
 
 def normalize_detailed(raw: bytes, *, received_at_ms: int) -> Normalized:
@@ -119,7 +131,7 @@ def normalize_detailed(raw: bytes, *, received_at_ms: int) -> Normalized:
         raise
     except Exception as exc:  # a bug here must not stop the agent; tests assert it never fires
         raise NormalizeError(f"unexpected:{type(exc).__name__}", str(exc)[:200]) from exc
-    return Normalized(tuple(alerts), tuple(skips))
+    return Normalized(tuple(alerts), tuple(skips), SHAPES[parse])
 
 
 def normalize(raw: bytes, *, received_at_ms: int) -> list[Alert]:

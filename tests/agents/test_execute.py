@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from prometheus_client import REGISTRY
 
 from agents.execute import StepRunner
 from agents.platforms import Platforms
@@ -166,3 +167,20 @@ async def test_a_verify_step_is_never_charged():
     assert procedure.calls == 3 and budget.spent_usd(clock.now_ms()) == 0
     [again] = effects.requests  # looked at again later
     assert again.step == "verify" and again.poll == verify.poll + 1
+
+
+async def test_steps_are_counted_by_action_and_result():
+    def steps(result):
+        labels = {"action": "retry_pipeline", "step": "execute", "result": result}
+        return REGISTRY.get_sample_value("pipemedic_steps_total", labels) or 0.0
+
+    before = {r: steps(r) for r in ("started", "error:transient", "invalid_name")}
+    run, _, _ = runner(Procedure(STARTED, OUTAGE))
+    await run.run(adf_request("a"))
+    await run.run(adf_request("b"))
+    await run.run(adf_request("c", run_id="nope"))
+    assert {r: steps(r) - before[r] for r in before} == {
+        "started": 1,
+        "error:transient": 1,
+        "invalid_name": 1,
+    }

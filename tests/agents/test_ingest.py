@@ -3,7 +3,11 @@ goes no further; one inside goes on to dedup."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
+
+from prometheus_client import REGISTRY
 
 from agents.ingest import _ingest_one
 from agents.outbox import Outbox
@@ -13,6 +17,7 @@ from streams.policy.scope import EstateScope
 from tests.agents.helpers import fake_topology
 from tests.integration.chain_scenarios import gateway_alert, guid
 
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
 SCOPE = EstateScope.of(factories=["ADF-Sales-Prod"], workspaces=["4417362907193652"])
 
 
@@ -44,3 +49,28 @@ async def test_an_alert_outside_the_estate_is_recorded_as_ignored_and_goes_no_fu
 async def test_an_alert_inside_the_estate_goes_on_whatever_the_case_of_its_factory():
     classified, rows = await ingest(gateway_alert("Load", guid("ours")))
     assert [c["alert"]["run_id"] for c in classified] == [guid("ours")] and rows == []
+
+
+def counted(shape: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "pipemedic_ingest_records_total", {"shape": shape, "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+async def test_every_record_of_a_diagnostic_batch_is_counted_by_what_became_of_it():
+    before = {o: counted("adf_diagnostic", o) for o in ("alert", "dropped", "ignored")}
+    batch = (FIXTURES / "adf_diagnostic_mixed_batch.json").read_bytes()
+    await ingest(batch.replace(b"MYFACTORYNAME", b"ADF-SALES-PROD"))
+    records = len(json.loads(batch)["records"])
+    after = {o: counted("adf_diagnostic", o) - before[o] for o in before}
+    assert after["alert"] > 0 and after["dropped"] > 0 and after["ignored"] == 0
+    assert after["alert"] + after["dropped"] + counted("adf_diagnostic", "invalid") >= records
+
+
+async def test_records_outside_the_estate_are_counted_as_ignored():
+    before = counted("adf_diagnostic", "ignored")
+    await ingest((FIXTURES / "adf_diagnostic_mixed_batch.json").read_bytes())  # MYFACTORYNAME
+    assert counted("adf_diagnostic", "ignored") > before
