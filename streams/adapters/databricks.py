@@ -12,13 +12,15 @@ Decides what the SDK leaves open:
   (:mod:`streams.policy.throttle`): reads (``clusters/get``, ``runs/get``, statuses, events) and
   writes (start, restart, resize, libraries, repair, run-now) separately, by default at the
   per-workspace limits Databricks documents for ``runs/get`` (100/s) and ``run-now`` (20/s),
-  one second's worth at once. An empty bucket raises :class:`HeldBack` without calling; a 429
+  one second's worth at once (the worker takes them from ``PIPEMEDIC_DATABRICKS_READS_PER_S``
+  and ``..._WRITES_PER_S``). An empty bucket raises :class:`HeldBack` without calling; a 429
   empties the bucket, so the calls behind it hold back too.
-* **Alert content never shapes a call.** Workspace, job and run ids must be positive integers,
-  cluster ids letters, digits and dashes (``0923-164208-meows279``; older and pool clusters
+* **Alert content never shapes a call.** Workspace, job and run ids must be positive 64-bit
+  integers, cluster ids letters, digits and dashes (``0923-164208-meows279``; older and pool clusters
   vary, so only the characters are checked); anything else is ``BAD_REQUEST`` before a
   request is built.
-* **Domain shapes.** Answers become the small frozen records below, errors become
+* **Domain shapes.** Answers become small frozen records
+  (:mod:`streams.adapters.databricks_records`, re-exported here), errors become
   :class:`PlatformError` (table ``KIND_BY_ERROR``, first match wins), so nothing above this
   module sees an SDK type. Long-running operations (start, restart, repair, run-now) return as
   soon as Databricks accepted them; their waiters are never used.
@@ -303,16 +305,20 @@ class DatabricksClient:
         async with self._building[ws]:
             client = self._clients.get(ws)
             if client is None:
+                entry = self._config.workspaces[ws]
+                credential = None
+                if entry.auth == "azure" and self._credential_for is not None and entry.credential:
+                    credential = self._credential_for(entry.credential)  # on the loop it serves
                 loop = asyncio.get_running_loop()
                 client = await loop.run_in_executor(
                     self._pool,
                     lambda: connect(
-                        self._config.workspaces[ws],
+                        entry,
                         timeout_s=self._config.timeout_s,
                         connections=self._config.threads,
                         pool=self._connections[ws],
                         loop=loop,
-                        credential_for=self._credential_for,
+                        credential=credential,
                     ),
                 )
                 self._clients[ws] = client
@@ -353,11 +359,13 @@ def platform_error(exc: BaseException, where: str) -> PlatformError:
 
 def _number(value: int | str, what: str) -> int:
     """A workspace, job or run id: a positive integer, whatever the alert said."""
+    number = None
     if isinstance(value, int) and not isinstance(value, bool):
-        if 0 < value < 10**19:
-            return value
+        number = value
     elif isinstance(value, str) and _NUMBER.fullmatch(value):
-        return int(value)
+        number = int(value)
+    if number is not None and 0 < number < 2**63:  # Databricks ids are int64
+        return number
     raise PlatformError(ErrorKind.BAD_REQUEST, f"Databricks {what} {_shown(value)} cannot exist")
 
 

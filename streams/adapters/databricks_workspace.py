@@ -114,10 +114,11 @@ def connect(
     connections: int,
     pool: requests.adapters.HTTPAdapter | None,
     loop: asyncio.AbstractEventLoop,
-    credential_for: CredentialFor | None,
+    credential: AsyncTokenCredential | None,
 ) -> WorkspaceClient:
     """Build the SDK client for one workspace. Blocking (the SDK probes the host): call it on
-    a worker thread; ``loop`` is the running event loop azure credentials live on."""
+    a worker thread. ``credential``: the estate's credential for ``auth: azure``, which lives
+    on ``loop`` (the running event loop)."""
     settings: dict[str, Any] = {
         "host": entry.host,
         "http_timeout_seconds": timeout_s,
@@ -139,9 +140,8 @@ def connect(
         )
         strategy = RefusalsAsAuth()
     elif entry.auth == "azure":
-        if credential_for is None:
-            raise ValueError("azure auth needs the estate's credentials (credential_for)")
-        credential = credential_for(_required(entry.credential, "credential"))
+        if credential is None:
+            raise ValueError("azure auth needs the estate's credential")
         settings["auth_type"] = ENTRA_AUTH_TYPE  # set, so stray DATABRICKS_* variables are ignored
         strategy = entra_strategy(credential, loop, timeout_s)
     else:
