@@ -183,26 +183,91 @@ async def _one_pass(
     if request.times == "shift":
         shift = shift_to_now((o.timestamp for o in outgoing), int(clock() * 1000))
     first_ts = min((o.timestamp for o in outgoing if o.timestamp > 0), default=0)
-    pace_from = time.monotonic()
-    pending: list[Any] = []
+    known = {topic: set(found or ()) for topic, found in partitions.items()}
     total = len(outgoing)
     if progress:
         progress(0, total)
+    batched = [o for o in outgoing if o.partition in known[o.topic]]
+    paced = bool(request.rate or request.speed)
+    if paced or len(batched) != total:  # one by one: pacing, or the producer picks partitions
+        await _send_each(producer, outgoing, known, request, meta, shift, first_ts, progress)
+    else:
+        await _send_batches(producer, outgoing, request, meta, shift, progress)
+    for item in outgoing:
+        result.by_topic[item.topic] = result.by_topic.get(item.topic, 0) + 1
+    result.records += total
+    if progress:
+        progress(total, total)
+
+
+def _prepared(
+    item: Outgoing, request: ReplayRequest, meta: CaptureMeta, shift: int
+) -> tuple[bytes | None, int | None, list[tuple[str, bytes]]]:
+    """(value, timestamp, headers) as ``item`` goes out."""
+    value, timestamp = item.value, None
+    if request.times == "keep":
+        timestamp = item.timestamp
+    elif request.times == "shift":
+        timestamp = item.timestamp + shift if item.timestamp > 0 else None
+        value = shift_times(value, shift) if value is not None else None
+    headers = with_mark(item.headers, meta.capture_id) if request.mark else item.headers
+    return value, timestamp, list(headers)
+
+
+async def _send_batches(
+    producer: Any,
+    outgoing: list[Outgoing],
+    request: ReplayRequest,
+    meta: CaptureMeta,
+    shift: int,
+    progress: Progress | None,
+) -> None:
+    """As fast as the broker takes them: full batches per partition, in file order (aiokafka's
+    ``create_batch``/``send_batch``; a partition's batches go out one after another)."""
+    open_batches: dict[tuple[str, int], Any] = {}
+    pending: list[Any] = []
+    for index, item in enumerate(outgoing):
+        place = (item.topic, item.partition)
+        value, timestamp, headers = _prepared(item, request, meta, shift)
+        batch = open_batches.get(place)
+        if batch is None:
+            batch = open_batches[place] = producer.create_batch()
+        if batch.append(key=item.key, value=value, timestamp=timestamp, headers=headers) is None:
+            pending.append(await producer.send_batch(batch, place[0], partition=place[1]))
+            batch = open_batches[place] = producer.create_batch()
+            if (
+                batch.append(key=item.key, value=value, timestamp=timestamp, headers=headers)
+                is None
+            ):
+                raise CaptureError(f"a record of {len(value or b'')} bytes exceeds a batch")
+        if progress and (index + 1) % PROGRESS_EVERY == 0:
+            progress(index + 1, len(outgoing))
+    for (topic, partition), batch in open_batches.items():
+        if batch.record_count():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*pending)
+
+
+async def _send_each(
+    producer: Any,
+    outgoing: list[Outgoing],
+    known: dict[str, set[int]],
+    request: ReplayRequest,
+    meta: CaptureMeta,
+    shift: int,
+    first_ts: int,
+    progress: Progress | None,
+) -> None:
+    pace_from = time.monotonic()
+    pending: list[Any] = []
     for index, item in enumerate(outgoing):
         due = _due_s(index, item, first_ts, request)
         if due is not None:
             wait = pace_from + due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        value = item.value
-        timestamp = None
-        if request.times == "keep":
-            timestamp = item.timestamp
-        elif request.times == "shift":
-            timestamp = item.timestamp + shift if item.timestamp > 0 else None
-            value = shift_times(value, shift) if value is not None else None
-        headers = with_mark(item.headers, meta.capture_id) if request.mark else item.headers
-        partition = item.partition if item.partition in (partitions[item.topic] or ()) else None
+        value, timestamp, headers = _prepared(item, request, meta, shift)
+        partition = item.partition if item.partition in known[item.topic] else None
         pending.append(
             await producer.send(
                 item.topic,
@@ -210,19 +275,15 @@ async def _one_pass(
                 key=item.key,
                 partition=partition,
                 timestamp_ms=timestamp,
-                headers=list(headers),
+                headers=headers,
             )
         )
-        result.records += 1
-        result.by_topic[item.topic] = result.by_topic.get(item.topic, 0) + 1
         if len(pending) >= IN_FLIGHT:
             await asyncio.gather(*pending)
             pending.clear()
         if progress and (index + 1) % PROGRESS_EVERY == 0:
-            progress(index + 1, total)
+            progress(index + 1, len(outgoing))
     await asyncio.gather(*pending)
-    if progress:
-        progress(total, total)
 
 
 def _due_s(index: int, item: Outgoing, first_ts: int, request: ReplayRequest) -> float | None:
