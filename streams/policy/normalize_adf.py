@@ -125,6 +125,11 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
         "occurred_at": occurred,
     }
     if status == "Succeeded":
+        if not group_id or group_id == run_id:
+            # not a rerun of anything: no chain can be waiting for it (a chain's own run stays
+            # failed; its reruns carry the group of the run they rerun)
+            skips.append("succeeded_unchained")
+            return None
         return Alert(
             alert_id=alert_id(ADF, "success", factory, run_id, raw_time),
             kind=Kind.PIPELINE_RUN.value,

@@ -46,12 +46,13 @@ def test_mixed_batch_explodes_records_and_keeps_only_what_matters() -> None:
     result = normalize_detailed(
         (FIXTURES / "adf_diagnostic_mixed_batch.json").read_bytes(), received_at_ms=NOW
     )
-    activity, pipeline, success = result.alerts
+    activity, pipeline = result.alerts
     assert sorted(result.skipped) == [
         "activity_succeeded",
         "category_ignored",
         "in_progress",
         "in_progress",
+        "succeeded_unchained",  # a success in no run group: no chain can wait for it
     ]
 
     # the trap: properties.Error arrives JSON-encoded as a string
@@ -77,11 +78,6 @@ def test_mixed_batch_explodes_records_and_keeps_only_what_matters() -> None:
         "",
         "2200",
     )
-    assert (success.signal, success.kind, success.run_id) == (
-        Signal.SUCCESS.value,
-        Kind.PIPELINE_RUN.value,
-        "2f7fdb90-5df1-4b8e-ac2f-064cfa58202b",
-    )
     for alert in result.alerts:  # the diagnostic log upper-cases the whole resource id
         assert alert.scope == "myfactoryname"
         assert alert.details.get("resource_group", "myresourcegroup") == "myresourcegroup"
@@ -92,7 +88,7 @@ def test_error_object_and_json_string_give_the_same_facts(encode) -> None:
     batch = load("adf_diagnostic_mixed_batch.json")
     record = batch["records"][0]
     record["properties"]["Error"] = encode(json.loads(record["properties"]["Error"]))
-    (alert, _, _) = run(batch)
+    (alert, _) = run(batch)
     assert (alert.error_code, alert.failure_type, alert.details["error_target"]) == (
         "2200",
         "UserError",
@@ -178,7 +174,7 @@ def test_a_bad_record_does_not_sink_its_neighbours() -> None:
     batch = load("adf_diagnostic_mixed_batch.json")
     del batch["records"][1]["runId"]
     result = normalize_detailed(json.dumps(batch).encode(), received_at_ms=NOW)
-    assert len(result.alerts) == 2
+    assert len(result.alerts) == 1  # the activity failure; the other success has no chain
     assert "invalid:missing_run_id" in result.skipped
 
 
@@ -706,4 +702,16 @@ def test_adf_runs_skip_other_pipelines_and_keep_the_named_runs_facts() -> None:
         "act-1",
         "2108",
         Signal.FAILURE.value,
+    )
+
+
+def test_a_success_of_a_rerun_is_kept_for_the_chain_of_the_run_it_reran() -> None:
+    batch = load("adf_diagnostic_mixed_batch.json")
+    success = next(r for r in batch["records"] if r.get("status") == "Succeeded" and "runId" in r)
+    rerun = dict(success, groupId="16ac5348-ff82-4f95-a80d-638c1d47b721")
+    [alert] = normalize(json.dumps({"records": [rerun]}).encode(), received_at_ms=NOW)
+    assert (alert.signal, alert.run_id, alert.group_id) == (
+        Signal.SUCCESS.value,
+        "2f7fdb90-5df1-4b8e-ac2f-064cfa58202b",
+        "16ac5348-ff82-4f95-a80d-638c1d47b721",
     )
