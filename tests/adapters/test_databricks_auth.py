@@ -204,3 +204,22 @@ async def test_build_happens_off_the_event_loop(start_sim, databricks_for, estat
         await dbx.get_cluster(estate.workspace, estate.cluster)
     ticker.cancel()
     assert ticks >= 5  # 400 ms of exchanges passed while the loop kept turning
+
+
+async def test_https_through_the_proxy_tunnel_trusting_the_requests_ca_bundle(
+    start_sim, databricks_for, estate, monkeypatch
+) -> None:
+    """TLS end to end through ``CONNECT``: the proxy sees tunnels to the workspace host, not
+    the requests inside them; requests trusts ``REQUESTS_CA_BUNDLE`` (the run's CA)."""
+    sim = await start_sim()
+    host = f"{sim.https_url}/databricks/{estate.workspace}"
+    async with LoopbackProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", sim.ca_file)
+        for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        ref = WorkspaceRef(host, SecretStr(estate.pat))
+        await databricks_for(sim, ref=ref).get_cluster(estate.workspace, estate.cluster)
+        assert sim.count("GET", "*/clusters/get", status=200) == 1
+        tunnels = {target for method, target in proxy.seen if method == "CONNECT"}
+        assert tunnels == {sim.https_url.removeprefix("https://")}
