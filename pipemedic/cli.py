@@ -376,6 +376,13 @@ def add_transfer_commands(command: Callable[[str, str], Any], as_json: str) -> N
     wi.add_argument("--timeout", type=float, default=300.0, help="per policy, in seconds (300)")
     wi.add_argument("--keep", action="store_true", help="keep the run's data folder")
 
+    tn = command("tune", "propose rule changes from the outcome history in ClickHouse")
+    tn.add_argument("--since", default="30d", help="history since an age or time (30d)")
+    tn.add_argument(
+        "--out", type=Path, default=Path("rules-patch.yaml"), help="patch file (rules-patch.yaml)"
+    )
+    tn.add_argument("--json", action="store_true", help=as_json)
+
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from pipemedic.capture import CaptureRequest, capture, parse_time
@@ -467,6 +474,27 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     return 0 if all(r.settled for r in runs) else EXIT_FAILURE
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pipemedic.capture import parse_time
+    from pipemedic.tune import tune, write_patch
+    from streams.policy.tuning import rules_patch
+
+    proposals = tune(_settings(), parse_time(args.since, int(time.time() * 1000)))
+    write_patch(args.out, proposals, since=args.since)
+    if args.json:
+        found = {
+            "proposals": [p.to_dict() for p in proposals],
+            "patch_file": str(args.out),
+            "patch": rules_patch(proposals),
+        }
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    rows = [{"kind": p.kind, "about": p.subject, "proposal": p.summary} for p in proposals]
+    print_rows(f"pipemedic tune --since {args.since}", rows)
+    print(f"rules patch: {args.out} (try it: pipemedic whatif --alerts FILE --against {args.out})")
+    return 0
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     from pipemedic.simulator.__main__ import main as simulator_main
 
@@ -486,6 +514,7 @@ COMMANDS = {
     "capture": cmd_capture,
     "replay": cmd_replay,
     "whatif": cmd_whatif,
+    "tune": cmd_tune,
 }
 
 

@@ -173,5 +173,17 @@ def outcome_for(
         risk=classification.risk if classification else "",
         action=classification.action if classification else "",
         first_seen_at=record.received_at,
-        detail=decision.reason,
+        detail=decision.reason + _unmatched_message(record),
     )
+
+
+UNMATCHED = "Unknown"  # the error type of the catch-all rule (streams/policy/rules.py)
+
+
+def _unmatched_message(record: ClassifiedAlert) -> str:
+    """An alert no rule matched keeps its message in the audit trail: ``pipemedic tune``
+    proposes rules from the messages that recur."""
+    classification = record.classification
+    if classification is None or classification.error_type != UNMATCHED:
+        return ""
+    return f" | message: {record.alert.message[:500]}" if record.alert.message else ""
