@@ -234,6 +234,16 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
         cli.main(["rules"])
 
 
+def test_interrupted_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "report", interrupted)
+    assert run(["report"], capsys) == (130, "", "pipemedic: interrupted\n")
+
+
 def test_a_listener_that_is_not_kafka_fails_in_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
