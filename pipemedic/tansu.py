@@ -8,14 +8,15 @@ high watermark is right, so :func:`true_end_offsets` fetches once at the reporte
 
 :func:`patch_faust_recovery` routes Faust's end-offset lookup through it. It is applied only
 for the embedded broker (``Settings.broker_end_offsets_from_fetch``); a real Kafka or Event
-Hubs never needs it. The alternative, one record per producer batch, costs ~12x throughput.
+Hubs never needs it. The alternative, one record per producer batch, would cost most of the
+producers' throughput (``bench/README.md``).
 
 Tansu also holds a fetch that finds no data for the whole ``fetch_max_wait_ms`` even when
 data arrives meanwhile, and aiokafka sends no new fetch to a node while one is in flight. Faust
 hard-codes that wait at 1500 ms, so every stage that catches up with its input stalls up to
-1.5 s (seen as 0.7-1.2 s pauses in ``bench/ingest.py`` runs). :func:`patch_fetch_wait` sets a
-shorter wait (``Settings.broker_fetch_max_wait_ms``, embedded broker only; Kafka answers a
-fetch as soon as data arrives, so it never needs it).
+1.5 s (pauses ``bench/ingest.py`` saw inside its measured spans; ``bench/README.md``).
+:func:`patch_fetch_wait` sets a shorter wait (``Settings.broker_fetch_max_wait_ms``, embedded
+broker only; Kafka answers a fetch as soon as data arrives, so it never needs it).
 
 :func:`apply_broker_workarounds` applies what the settings ask for; every process that runs a
 Faust worker on the embedded broker calls it before the worker starts.
