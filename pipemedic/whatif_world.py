@@ -7,6 +7,11 @@ run's first repair fails and the next succeeds, a failing library's first fallba
 A policy that gives up after one attempt therefore looks different from one that retries,
 which is what a comparison is for. The subscription and resource group come from the ARM ids
 in the payloads when they are there (any value works: the estate points at the simulator).
+
+What an alert does not say, the world cannot know: a Databricks job webhook or an Azure metric
+alert names no error, so the run it derives failed without a message, and enrichment then
+classifies it as rules do an unexplained failure (mostly: to people). Give ``--world`` where
+that matters.
 """
 
 from __future__ import annotations
