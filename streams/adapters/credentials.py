@@ -273,8 +273,10 @@ async def bearer_token(credential: AsyncTokenCredential, scope: str, what: str) 
         raise PlatformError(
             ErrorKind.TRANSIENT, f"{what}: token endpoint unreachable: {_first_line(exc)}"
         ) from None
-    except ValueError as exc:  # e.g. a certificate file that is not PEM/PKCS12
-        raise PlatformError(ErrorKind.AUTH, f"{what}: credential unusable: {exc}") from None
+    except (ValueError, OSError) as exc:  # a certificate or CA file unreadable, not PEM, ...
+        raise PlatformError(
+            ErrorKind.AUTH, f"{what}: credential unusable: {_first_line(exc)}"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

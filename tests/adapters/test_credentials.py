@@ -365,3 +365,35 @@ async def test_a_credential_that_cannot_be_built_is_auth(monkeypatch, spec) -> N
         credentials.credential_for("c")
     assert caught.value.kind is ErrorKind.AUTH
     assert "credential 'c' cannot be used" in str(caught.value)
+
+
+async def test_a_failed_refresh_ahead_of_expiry_keeps_the_valid_token(
+    aad, monkeypatch, tmp_path
+) -> None:
+    ca = tmp_path / "ca.pem"  # the simulator removes its own copy when it stops
+    ca.write_bytes(Path(aad.ca_file).read_bytes())
+    credentials = Credentials({"c": spec_of(secret_spec(aad))}, ca_bundle=str(ca))
+    try:
+        credential = credentials.credential_for("c")
+        first = await bearer_token(credential, ARM_SCOPE, "t")
+        await aad.stop()  # Azure AD unreachable from now on
+        shift_clock(monkeypatch, 3599 - 200)  # refresh recommended, the token still valid
+        assert await bearer_token(credential, ARM_SCOPE, "t") == first
+        shift_clock(monkeypatch, 3600)  # expired: now the failure shows
+        with pytest.raises(PlatformError) as caught:
+            await bearer_token(credential, ARM_SCOPE, "t")
+        assert caught.value.kind is ErrorKind.TRANSIENT
+    finally:
+        await credentials.close()
+
+
+async def test_an_unreadable_ca_bundle_is_auth(aad, tmp_path) -> None:
+    credentials = Credentials(
+        {"c": spec_of(secret_spec(aad))}, ca_bundle=str(tmp_path / "missing.pem")
+    )
+    try:
+        with pytest.raises(PlatformError) as caught:
+            await bearer_token(credentials.credential_for("c"), ARM_SCOPE, "t")
+    finally:
+        await credentials.close()
+    assert caught.value.kind is ErrorKind.AUTH
