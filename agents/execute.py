@@ -7,6 +7,7 @@ step, re-enter the chain, or hand over to people.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from agents import metrics
@@ -30,6 +31,16 @@ from streams.policy.steps import (
     defer,
     over_budget,
 )
+
+# A step our own rate limit held back waits at least this, plus up to HOLD_SPREAD_S chosen by
+# its action id, so a burst held together does not come back together.
+MIN_HOLD_S = 1.0
+HOLD_SPREAD_S = 2.0
+
+
+def spread_s(action_id: str) -> float:
+    digest = hashlib.blake2b(action_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest) % 1000 / 1000 * HOLD_SPREAD_S
 
 
 class StepRunner:
@@ -103,12 +114,15 @@ class StepRunner:
         report = None
         try:
             report = await self.procedure(request, self.platforms, now)
+        except HeldBack as held:
+            # our own rate limit: nothing was sent, nothing failed, no retry is spent; the
+            # steps held together come back spread out, not all at the same instant
+            self._counted(request, "held_back")
+            wait_s = max(held.retry_after_s or 0.0, MIN_HOLD_S) + spread_s(request.action_id)
+            return defer(request, wait_s=wait_s, reason=str(held), now_ms=self.clock.now_ms())
         except PlatformError as error:
             self._counted(request, f"error:{error.kind.value}")
-            # our own rate limit held the call back: the platform did not fail
-            if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED) and not isinstance(
-                error, HeldBack
-            ):
+            if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):
                 breaker.failed(self.clock.now_ms() / 1000)
             return after_error(
                 request,

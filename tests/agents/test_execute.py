@@ -129,8 +129,24 @@ async def test_a_call_our_rate_limit_held_back_is_deferred_and_never_opens_the_b
     run, clock, _ = runner(procedure, threshold=1)
     for i in range(3):
         effects = await run.run(adf_request(f"c{i}"))
-        assert effects.requests[0].due_at >= clock.now_ms() + 2500
+        [again] = effects.requests
+        assert again.due_at >= clock.now_ms() + 2500
+        assert "step_retries" not in again.context  # waiting on ourselves spends no retry
     assert procedure.calls == 3  # the breaker stayed closed
+
+
+async def test_steps_held_back_together_come_back_spread_out_and_never_give_up():
+    procedure = Procedure(HeldBack("ADF queryPipelineRuns", 0.0))
+    run, clock, _ = runner(procedure)
+    dues = []
+    for i in range(20):
+        request = adf_request(f"c{i}")
+        for _ in range(8):  # more holds than the step retry limit allows failures
+            effects = await run.run(request)
+            assert not effects.chain_events  # never handed to people for our own limit
+            [request] = effects.requests
+        dues.append(request.due_at - clock.now_ms())
+    assert min(dues) >= 1000 and len(set(dues)) > 10
 
 
 async def test_the_cost_cap_charges_before_the_call_and_refunds_what_never_started():
