@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from pipemedic import cli
 from pipemedic.capture import read_capture
 from pipemedic.embedded import EmbeddedBroker, create_topics
 from pipemedic.kafka import producer
+from pipemedic.replay import ReplayRequest, replay
 from streams.codecs import encode
 from streams.policy.model import DeadLetter, Header
 from streams.policy.replays import REPLAY_HEADER
@@ -146,3 +148,19 @@ def test_a_dead_letter_capture_redrives_each_letter_to_its_origin(broker, tmp_pa
         (lt.partition, lt.key, lt.payload, (("origin", lt.headers[0].value),)) for lt in letters
     )
     assert os.path.getsize(raw) > 0
+
+
+def test_pacing_and_looping(broker, tmp_path: Path) -> None:
+    first = tmp_path / "first.jsonl"
+    run("capture", "source", "--out", str(first))
+    meta, captured = read_capture(first)
+    started = time.monotonic()
+    run("replay", str(first), "--to", "copy", "--rate", "200/s")  # 60 records: >= 0.295 s
+    assert time.monotonic() - started >= 0.29
+    started = time.monotonic()
+    run("replay", str(first), "--to", "copy", "--speed", "100x")  # 59 s of gaps: >= 0.59 s
+    assert time.monotonic() - started >= 0.58
+    looped = asyncio.run(
+        replay(broker.bootstrap, meta, captured, ReplayRequest(to="copy", loop=True, max_loops=2))
+    )
+    assert (looped.records, looped.passes) == (120, 2)
