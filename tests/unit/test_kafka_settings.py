@@ -52,12 +52,19 @@ def test_topic_prefix_names_every_topic_and_the_group(tmp_path) -> None:
     assert changelog_topics(shadow) == (
         "shadow-pipemedic-dedup-changelog",
         "shadow-pipemedic-chains-changelog",
+        "shadow-pipemedic-notices-changelog",
     )
     assert routing.group_id(shadow.app_id, shadow.topic_prefix) == "shadow-pipemedic"
     topology = build_topology(shadow, (1, 5))
     assert topology.app.conf.id == "shadow-pipemedic"
-    names = {t.get_topic_name() for t in (topology.raw, topology.outcomes, topology.dead_letter)}
-    assert names == {"shadow-alerts-raw", "shadow-outcomes", "shadow-dead-letter"}
+    topics = (topology.raw, topology.outcomes, topology.dead_letter, topology.notify)
+    names = {t.get_topic_name() for t in topics}
+    assert names == {
+        "shadow-alerts-raw",
+        "shadow-outcomes",
+        "shadow-dead-letter",
+        "shadow-notifications",
+    }
     assert {t.get_topic_name() for t in topology.delays.values()} == {
         "shadow-delay-1s",
         "shadow-delay-5s",
