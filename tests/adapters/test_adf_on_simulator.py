@@ -239,13 +239,15 @@ async def test_the_client_keeps_hundreds_of_calls_in_flight(
     async with http_client(max_connections=300, ca_bundle=sim.ca_file) as http:
         adf = adf_for(sim, http, rates={"reads": Rate(1000, 100)})
         await adf.get_run(estate.factory, estate.failed_run)  # token + first connection
+        # serialised, a round would take 30 s; the bounds leave room for a loaded machine
+        # (this process also runs the simulator)
         for pooled in (False, True):  # the first round also makes 299 TLS connections
             started = time.monotonic()
             await asyncio.gather(
                 *(adf.get_run(estate.factory, estate.failed_run) for _ in range(300))
             )
             elapsed = time.monotonic() - started
-            assert elapsed < (1.5 if pooled else 5), f"300 calls (100 ms latency): {elapsed:.2f} s"
+            assert elapsed < (3 if pooled else 6), f"300 calls (100 ms latency): {elapsed:.2f} s"
     assert sim.count(path="*/pipelineruns/*", status=200) == 601
 
 
