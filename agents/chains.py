@@ -13,6 +13,7 @@ from agents.outbox import Outbox
 from streams.app import Topology
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
+from streams.policy.notices import notices_for
 
 
 class Chains:
@@ -46,6 +47,9 @@ class Chains:
             if step.schedule is not None:
                 outbox.add_request(step.schedule, now=now)
             outbox.add_outcomes(step.outcomes)
+            # transitions people hear about go to the notifier's own topic
+            for notice in notices_for(step.chain, event.alert, event.classification, step.outcomes):
+                outbox.add_request(notice, now=now)
             if step.chain is not None:
                 changed[event.chain_id] = step.chain
         await outbox.flush()

@@ -124,7 +124,9 @@ class Outbox:
             del self.waiting[place]
         while self.due:
             request = self.due[0]
-            await topology.actions[request.action].send(
+            notice = request.action == routing.NOTIFY  # people are told on their own topic
+            topic = topology.notify if notice else topology.actions[request.action]
+            await topic.send(
                 key=request.chain_id, value=encode("action_request", request.to_dict())
             )
             self.due.pop(0)

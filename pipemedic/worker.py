@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import chains, dedup, delay, enrich, execute, ingest, metrics, record, webhooks
+from agents import notify as notify_stage
 from agents.platforms import Platforms
 from pipemedic.reporting import clickhouse_config
 from streams.adapters.clickhouse import OutcomeWriter, open_store
@@ -92,6 +93,7 @@ def build_worker(settings: Settings) -> Topology:
     budget = Budget(cap_usd=settings.daily_cost_cap_usd)
     execute.register(topology, platforms, budget)
     record.register(topology, writer, budget)
+    notify_stage.register(topology, estate)
     webhooks.register(topology)
     metrics.register(topology)
     return topology

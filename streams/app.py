@@ -37,9 +37,13 @@ class Topology:
     delays: dict[int, Any]  # tier seconds -> topic
     dedup: Any  # Table: dedup key -> DedupEntry dict
     chains: Any  # Table: chain id -> Chain dict
+    notify: Any = None  # topic: notifications (ActionRequests of action "notify")
+    notices: Any = None  # Table: chain id -> what people were told (streams/policy/notices.py)
     clock: Clock = field(default_factory=SystemClock)  # every agent's time and timers
 
     def action_topic(self, action: str) -> Any:
+        if action == routing.NOTIFY:
+            return self.notify
         return self.actions[action]
 
     def topic_named(self, name: str) -> Any:
@@ -124,9 +128,15 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
         delays={t: topic(backoff.tier_topic(t), "action_request") for t in tiers},
         dedup=app.Table("dedup", default=None, partitions=partitions, key_type=str),
         chains=app.Table("chains", default=None, partitions=partitions, key_type=str),
+        notify=topic(routing.NOTIFICATIONS, "action_request"),
+        notices=app.Table("notices", default=None, partitions=partitions, key_type=str),
     )
 
 
 def changelog_topics(settings: Settings) -> tuple[str, ...]:
     group = routing.group_id(settings.app_id, settings.topic_prefix)
-    return (f"{group}-dedup-changelog", f"{group}-chains-changelog")
+    return (
+        f"{group}-dedup-changelog",
+        f"{group}-chains-changelog",
+        f"{group}-notices-changelog",
+    )

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from streams.adapters.adf import ADFConfig, FactoryRef
 from streams.adapters.credentials import CREDENTIAL_TYPES, CredentialSpec, SecretRef
 from streams.adapters.playbook import PlaybookConfig
+from streams.estate_notifications import NotificationsSection
 
 
 class EstateError(ValueError):
@@ -116,6 +117,7 @@ class EstateFile(_Section):
     adf: AdfSection = AdfSection()
     databricks: DatabricksSection = DatabricksSection()
     playbooks: PlaybooksSection = PlaybooksSection()
+    notifications: NotificationsSection = NotificationsSection()  # streams/estate_notifications.py
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +158,7 @@ class Estate:
     dependencies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     naming_convention_fallback: bool = False
     library_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    notifications: NotificationsSection = field(default_factory=NotificationsSection)
 
 
 def load_estate(path: Path | None, *, timeout_s: float = 20.0) -> Estate:
@@ -197,6 +200,7 @@ def parse_estate(data: Mapping[str, Any], *, timeout_s: float = 20.0) -> Estate:
             name.lower(): tuple(str(v) for v in versions)
             for name, versions in dbx.library_fallbacks.items()
         },
+        notifications=parsed.notifications,
     )
 
 

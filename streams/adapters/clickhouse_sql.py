@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 
 from streams.policy.model import OutcomeState
+from streams.policy.notices import DELIVERY_STATES
 
 # Tables are data: one row per Outcome field, in the dataclass order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -66,6 +67,9 @@ TIME_COLUMNS: frozenset[str] = frozenset({"at", "due_at", "first_seen_at"})
 # Lifecycle order of the states: breaks ties between rows written in the same millisecond,
 # so "resolved" written in the same ms as "executed" still counts as the chain's last state.
 _STATE_RANK = "[" + ", ".join(f"'{s.value}'" for s in OutcomeState) + "]"
+
+# rows about telling people (streams/policy/notices.py) are not chain transitions
+_DELIVERIES = "(" + ", ".join(f"'{s}'" for s in sorted(DELIVERY_STATES)) + ")"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -140,7 +144,7 @@ FROM
     SELECT chain_id, state AS s, at AS t, source AS src, pipeline AS pl, error_type AS et,
            risk AS rk, action AS act, attempt AS att, cost_usd AS cost, first_seen_at AS fs
     FROM {db}.outcomes FINAL
-    WHERE chain_id != ''
+    WHERE chain_id != '' AND state NOT IN {_DELIVERIES}
 )
 GROUP BY chain_id"""
 

@@ -20,6 +20,10 @@ CLASSIFIED = "alerts-classified"
 CHAIN_EVENTS = "chain-events"
 OUTCOMES = "outcomes"
 DEAD_LETTER = "dead-letter"
+# people are told on a topic of their own, so a slow or failing channel never delays
+# remediation; a notification travels as an ActionRequest of this action (retries included)
+NOTIFICATIONS = "notifications"
+NOTIFY = "notify"
 
 
 def prefixed(name: str, prefix: str = "") -> str:
@@ -33,6 +37,8 @@ def group_id(app_id: str, prefix: str = "") -> str:
 
 
 def action_topic(action: str) -> str:
+    if action == NOTIFY:
+        return NOTIFICATIONS
     return f"action-{action.replace('_', '-')}"
 
 
@@ -49,6 +55,7 @@ def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
         CHAIN_EVENTS,
         OUTCOMES,
         DEAD_LETTER,
+        NOTIFICATIONS,
         *all_action_topics(),
         *(backoff.tier_topic(t) for t in tiers),
     )

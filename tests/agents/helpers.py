@@ -115,6 +115,7 @@ def fake_topology(*, partitions: int = 4, tiers: tuple[int, ...] = (5, 30), cloc
             "restart_cluster": RecordingTopic(),
         },
         delays={t: RecordingTopic() for t in tiers},
+        notify=RecordingTopic(),  # notices for people (agents/notify.py)
         clock=clock or ManualClock(),
     )
 

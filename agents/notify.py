@@ -1,0 +1,197 @@
+"""The notifier: tells people about a chain once, then updates that same message.
+
+Keyed by chain id on ``notifications`` (notices from the chains stage, and retries coming
+back from the delay tiers). For each notice the pure policy (:mod:`streams.policy.notices`)
+says which targets are due; each is told through its channel adapter, and the message ids
+(Slack ``channel``/``ts``; PagerDuty's dedup key is the chain id) are kept in the
+``notices`` table so later transitions update the same thread or incident. A delivery that
+failed transiently (429, 5xx, timeout) goes back through the delay tiers, honouring
+Retry-After; one that failed for good is recorded. Every delivery is an outcome row. The
+stage runs beside remediation, on its own topic: a channel that is slow or down delays no
+chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from agents.common import CRASH_WORKER, TableExpiry, log, run_concurrently
+from agents.outbox import Outbox
+from streams.adapters.errors import PlatformError
+from streams.adapters.pagerduty import PagerDutyClient, PagerDutyConfig
+from streams.adapters.signed_webhook import SignedWebhookClient, WebhookConfig
+from streams.adapters.slack import SlackClient, SlackConfig
+from streams.adapters.teams import TeamsClient, TeamsConfig
+from streams.app import Topology
+from streams.codecs import decode
+from streams.estate import Estate
+from streams.estate_notifications import NotificationsSection
+from streams.policy.model import ActionRequest
+from streams.policy.notices import (
+    Delivery,
+    NotifyConfig,
+    Told,
+    delivery_row,
+    due_targets,
+    retry_notice,
+)
+from streams.policy.notify_message import Message, compose
+
+NOTIFY_CONCURRENCY = 32  # notices in flight per worker (one at a time per chain)
+
+
+class Channel(Protocol):
+    kind: str
+
+    async def deliver(self, message: Message, ref: Mapping[str, str]) -> dict[str, str]: ...
+
+
+def build_channels(
+    section: NotificationsSection, http: httpx.AsyncClient, timeout_s: float
+) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    for name, spec in section.channels.items():
+        if spec.type == "teams":
+            channels[name] = TeamsClient(name, TeamsConfig(spec.url, timeout_s), http)
+        elif spec.type == "slack":
+            config = SlackConfig(
+                spec.webhook_url, spec.bot_token, spec.channel, spec.api_url, timeout_s
+            )
+            channels[name] = SlackClient(name, config, http)
+        elif spec.type == "pagerduty":
+            config_pd = PagerDutyConfig(spec.routing_key, spec.url, timeout_s)
+            channels[name] = PagerDutyClient(name, config_pd, http)
+        else:
+            config_wh = WebhookConfig(spec.url, spec.secret, timeout_s)
+            channels[name] = SignedWebhookClient(name, config_wh, http)
+    return channels
+
+
+class Notifier:
+    """Delivers one notice; ``table`` is the Faust table (any mapping in tests)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        table: Any,
+        channels: Mapping[str, Channel],
+        config: NotifyConfig,
+        *,
+        factory_ids: Mapping[str, str] | None = None,
+        links: Any = None,  # (request, now_ms) -> {decision: url} for approval requests
+        horizon_ms: int = 7 * 24 * 3600 * 1000,
+    ) -> None:
+        self.topology = topology
+        self.channels = channels
+        self.config = config
+        self.factory_ids = factory_ids or {}
+        self.links = links
+        self.expiry = TableExpiry(
+            table, topology.settings.partitions, lambda v: v.get("updated_at", 0) + horizon_ms
+        )
+
+    async def __call__(self, event: Any) -> None:
+        request = ActionRequest.from_dict(decode("action_request", event.value))
+        await self.notify(request, event.message.partition)
+
+    async def notify(self, request: ActionRequest, partition: int) -> None:
+        clock = self.topology.clock
+        table = self.expiry.table
+        self.expiry.sweep(partition, clock.now_ms())
+        told = before = Told.from_dict(table.get(request.chain_id))
+        outbox = Outbox(self.topology)
+        links = self.links(request, clock.now_ms()) if self.links else None
+        message = compose(request, factory_ids=self.factory_ids, approval_links=links)
+        for target in due_targets(request, told, self.config.routes):
+            channel = self.channels.get(target)
+            if channel is None:
+                continue
+            try:
+                ref = await channel.deliver(message, told.ref(target))
+            except PlatformError as error:
+                now = clock.now_ms()
+                again = None
+                if error.retryable:
+                    again = retry_notice(
+                        request,
+                        target,
+                        retry_after_s=error.retry_after_s,
+                        now_ms=now,
+                        config=self.config,
+                    )
+                if again is not None:
+                    outbox.add_request(again, now=now)
+                    row = delivery_row(
+                        request,
+                        target,
+                        channel.kind,
+                        Delivery.NOTIFY_RETRYING,
+                        f"{error}; again in {(again.due_at - now) / 1000:g}s",
+                        now_ms=now,
+                        due_at=again.due_at,
+                    )
+                else:
+                    log.warning("notification to %s failed for good: %s", target, error)
+                    told = told.with_failure(target, request.step, str(error), now)
+                    row = delivery_row(
+                        request,
+                        target,
+                        channel.kind,
+                        Delivery.NOTIFY_FAILED,
+                        str(error),
+                        now_ms=now,
+                    )
+                outbox.add_outcomes((row,))
+                continue
+            now = clock.now_ms()
+            told = told.with_delivery(target, request.step, ref, now)
+            row = delivery_row(
+                request, target, channel.kind, Delivery.NOTIFIED, "delivered", now_ms=now
+            )
+            outbox.add_outcomes((row,))
+        await outbox.flush()
+        if told != before:
+            table[request.chain_id] = value = told.to_dict()
+            self.expiry.remember(partition, request.chain_id, value)
+
+
+def register(topology: Topology, estate: Estate, *, links: Any = None) -> Notifier:
+    """The notifier stage. Without channels in the estate it still drains its topic (the
+    chains stage sends every notice there) and tells no one."""
+    from streams.adapters.http import http_client
+
+    section = estate.notifications
+    settings = topology.settings
+    ca_bundle = str(settings.ca_bundle) if settings.ca_bundle else None
+    channels: Mapping[str, Channel] = {}
+    if section.channels:
+        http = http_client(max_connections=NOTIFY_CONCURRENCY, timeout_s=15.0, ca_bundle=ca_bundle)
+        channels = build_channels(section, http, 15.0)
+    config = NotifyConfig(
+        routes=section.routing_table(),
+        retry_limit=section.retry_limit,
+        backoff_s=settings.transient_backoff_s,
+    )
+    factory_ids = {
+        name: f"/subscriptions/{ref.subscription_id}/resourceGroups/{ref.resource_group}"
+        f"/providers/Microsoft.DataFactory/factories/{name}"
+        for name, ref in estate.adf.factories.items()
+    }
+    notifier = Notifier(
+        topology,
+        topology.notices,
+        channels,
+        config,
+        factory_ids=factory_ids,
+        links=links,
+        horizon_ms=settings.dedup_horizon_s * 1000,
+    )
+
+    @topology.app.agent(topology.notify, name="notify", **CRASH_WORKER)
+    async def notify(stream: Any) -> None:
+        await run_concurrently(topology, stream, NOTIFY_CONCURRENCY, notifier)
+
+    return notifier
