@@ -1,0 +1,120 @@
+"""The notifier on a manual clock: once per chain, updates in place, retries through the
+delay tiers, failures recorded; nothing sleeps."""
+
+from __future__ import annotations
+
+from agents.notify import Notifier
+from agents.outbox import Outbox
+from streams.adapters.errors import ErrorKind, PlatformError
+from streams.codecs import decode, decode_items
+from streams.policy.chains import Chain
+from streams.policy.model import ActionRequest, Alert, Classification, Outcome
+from streams.policy.notices import NotifyConfig, Route, notices_for
+from tests.agents.helpers import fake_topology
+
+ALERT = Alert(alert_id="a1", source="adf", kind="pipeline_run", scope="f1", run_id="r1")
+KIND = Classification("UserErrorSourceBlobNotExists", "high", "manual", 0, (), "never automate")
+
+
+def notice(state: str, chain_id: str = "c1"):
+    chain = Chain(chain_id, state, attempts=1, max_attempts=3, action="manual")
+    row = Outcome(event_id="e", at=0, chain_id=chain_id, dedup_key="k", state=state, detail="why")
+    (made,) = notices_for(chain, ALERT, KIND, [row])
+    return made
+
+
+class FakeChannel:
+    kind = "fake"
+
+    def __init__(self, failures=()):
+        self.failures = list(failures)
+        self.told: list[tuple[str, str, dict]] = []
+
+    async def deliver(self, message, ref):
+        if self.failures:
+            raise self.failures.pop(0)
+        self.told.append((message.chain_id, message.transition, dict(ref)))
+        return {"ts": f"{len(self.told)}.0", "channel": "C1"}
+
+
+EVERYONE = (Route(targets=("pd", "slack")),)
+
+
+def notifier(channels, routes=EVERYONE, retry_limit=5):
+    topology = fake_topology(tiers=(1, 5, 30))
+    table: dict = {}
+    config = NotifyConfig(routes=routes, retry_limit=retry_limit, backoff_s=(1.0, 5.0))
+    return Notifier(topology, table, channels, config), topology, table
+
+
+def rows(topology) -> list[dict]:
+    return [o for _, v, _ in topology.outcomes.sent for o in decode_items("outcome", v)]
+
+
+async def test_a_chain_is_told_once_whatever_is_redelivered_then_updated_in_place():
+    pd, slack = FakeChannel(), FakeChannel()
+    stage, topology, table = notifier({"pd": pd, "slack": slack})
+    for _ in range(50):
+        await stage.notify(notice("manual"), 0)
+    assert pd.told == [("c1", "handed_to_people", {})]
+    assert slack.told == [("c1", "handed_to_people", {})]
+    await stage.notify(notice("resolved"), 0)
+    assert slack.told[-1] == ("c1", "resolved", {"ts": "1.0", "channel": "C1"})
+    assert [r["state"] for r in rows(topology)] == ["notified"] * 4
+    assert {(r["action"], r["platform_status"]) for r in rows(topology)} == {
+        ("notify:pd", "handed_to_people"),
+        ("notify:slack", "handed_to_people"),
+        ("notify:pd", "resolved"),
+        ("notify:slack", "resolved"),
+    }
+
+
+async def test_a_resolution_without_a_hand_off_tells_no_one():
+    pd = FakeChannel()
+    stage, topology, _ = notifier({"pd": pd, "slack": FakeChannel()})
+    await stage.notify(notice("resolved"), 0)
+    assert pd.told == [] and rows(topology) == []
+
+
+async def test_a_channel_that_is_down_retries_through_a_tier_honouring_retry_after():
+    down = PlatformError(ErrorKind.THROTTLED, "pd: HTTP 429", retry_after_s=5.0)
+    pd, slack = FakeChannel([down]), FakeChannel()
+    stage, topology, _ = notifier({"pd": pd, "slack": slack})
+    await stage.notify(notice("manual"), 0)
+    assert slack.told and not pd.told  # the other channel is not held up
+    ((_, batch, _),) = topology.delays[5].sent
+    (retry,) = decode_items("action_request", batch)
+    assert retry["context"]["target"] == "pd" and retry["tier"] == "5s"
+    assert [r["state"] for r in rows(topology)] == ["notify_retrying", "notified"]
+    # the tier hands it back (to the notifications topic); now it goes to pd alone
+    await stage.notify(ActionRequest.from_dict(retry), 0)
+    assert pd.told == [("c1", "handed_to_people", {})] and len(slack.told) == 1
+
+
+async def test_a_permanent_failure_is_recorded_and_retried_never():
+    bad = PlatformError(ErrorKind.BAD_REQUEST, "pd: HTTP 400 invalid event")
+    pd = FakeChannel([bad])
+    stage, topology, table = notifier({"pd": pd}, routes=(Route(targets=("pd",)),))
+    await stage.notify(notice("manual"), 0)
+    assert [r["state"] for r in rows(topology)] == ["notify_failed"]
+    assert not any(t.sent for t in topology.delays.values())
+    assert "invalid event" in table["c1"]["targets"]["pd"]["failed"]["handed_to_people"]
+
+
+async def test_retries_stop_at_the_limit():
+    down = [PlatformError(ErrorKind.TRANSIENT, "HTTP 503")] * 3
+    stage, topology, _ = notifier({"pd": FakeChannel(down)}, (Route(targets=("pd",)),), 2)
+    await stage.notify(notice("manual"), 0)
+    ((_, batch, _),) = topology.delays[1].sent
+    (retry,) = decode_items("action_request", batch)
+    await stage.notify(ActionRequest.from_dict(retry), 0)
+    assert [r["state"] for r in rows(topology)] == ["notify_retrying", "notify_failed"]
+
+
+async def test_a_notice_due_now_goes_to_the_notifications_topic():
+    topology = fake_topology()
+    outbox = Outbox(topology)
+    outbox.add_request(notice("manual"), now=0)
+    await outbox.flush()
+    ((key, value, _),) = topology.notify.sent
+    assert key == "c1" and decode("action_request", value)["step"] == "handed_to_people"
