@@ -164,3 +164,15 @@ def test_pacing_and_looping(broker, tmp_path: Path) -> None:
         replay(broker.bootstrap, meta, captured, ReplayRequest(to="copy", loop=True, max_loops=2))
     )
     assert (looped.records, looped.passes) == (120, 2)
+
+
+def test_send_goes_to_the_prefixed_raw_topic(broker, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PIPEMEDIC_TOPIC_PREFIX", "shadow-")
+    asyncio.run(create_topics(broker.bootstrap, ["shadow-alerts-raw"], 4))
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_text('{"n": 1}\n{"n": 2}\n')
+    assert cli.main(["send", str(alerts)]) == 0
+    out = tmp_path / "shadow.jsonl"
+    run("capture", "shadow-alerts-raw", "--out", str(out))
+    _, captured = read_capture(out)
+    assert sorted(r.value for r in captured) == [b'{"n": 1}', b'{"n": 2}']
