@@ -79,7 +79,7 @@ def platform_of(path: str) -> str:
         return ARM
     if path.startswith("/databricks/"):
         return DATABRICKS
-    if path.startswith("/_sim/"):
+    if path.startswith(("/_sim/", "/receivers/")):  # receivers answer for themselves
         return SIMULATOR
     return AAD
 

@@ -39,6 +39,7 @@ from pipemedic.simulator.calls import Call, CallLog, redact
 from pipemedic.simulator.databricks import DatabricksSim
 from pipemedic.simulator.faults import ErrorModes
 from pipemedic.simulator.protocol import BODY, SIMULATOR, SimError, error_response, platform_of
+from pipemedic.simulator.receivers import Receivers
 from pipemedic.simulator.world import World, load_world
 
 WorldSource = World | str | Path | Mapping[str, Any]
@@ -57,6 +58,7 @@ class Simulator:
         self.databricks = DatabricksSim(self.world, clock, self.azure_ad)
         self.error_modes = ErrorModes(self.world)
         self.log = CallLog(self.world.call_log_limit)
+        self.receivers = Receivers(clock)  # Teams, Slack, PagerDuty, webhooks (receivers.py)
 
     def reset(self) -> None:
         """Back to the world as loaded: state, error-mode budgets, tokens and call log."""
@@ -65,6 +67,7 @@ class Simulator:
         self.databricks.reset()
         self.error_modes.reset()
         self.log.clear()
+        self.receivers.reset()
 
     @property
     def calls(self) -> list[Call]:
@@ -90,6 +93,7 @@ class Simulator:
             ]
         )
         app.add_routes(self.azure_ad.routes() + self.adf.routes() + self.databricks.routes())
+        app.add_routes(self.receivers.routes())
         return app
 
     async def _simulate(self, request: web.Request, handler: Callable) -> web.StreamResponse:
