@@ -281,7 +281,7 @@ def databricks_get(stack: EmbeddedStack, workspace: str, api: str, **params: Any
 
 
 async def scheduled_requests(
-    stack: EmbeddedStack, wanted: Iterable[tuple[str, int]], timeout_s: float = 20.0
+    stack: EmbeddedStack, wanted: Iterable[tuple[str, int]], timeout_s: float = 90.0
 ) -> list[ActionRequest]:
     """The execute request each (chain id, attempt) of ``wanted`` was scheduled, read off the
     delay tier it waited in (records stay there after they fired), in the order asked."""
@@ -377,7 +377,7 @@ def settle(stack: EmbeddedStack, timeout_s: float) -> Settled:
     store = open_store(clickhouse_config(stack.settings))
     try:
         rows = store.query(
-            "SELECT chain_id, state, attempt, action, detail, new_run_id, platform_status,"
+            "SELECT chain_id, state, scope, attempt, action, detail, new_run_id, platform_status,"
             " toUnixTimestamp64Milli(at) AS at FROM pipemedic.outcomes FINAL ORDER BY at"
         )
     finally:
