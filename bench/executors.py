@@ -5,8 +5,11 @@
 
 Stack: Tansu broker, the platform simulator in its own process (``latency_ms`` on every
 call), one real ``pipemedic worker`` child with the default ``executor_concurrency`` (256,
-env ``PIPEMEDIC_EXECUTOR_CONCURRENCY``) and the shared aiohttp-backed HTTP client and
-per-workspace Databricks SDK clients it builds itself.
+env ``PIPEMEDIC_EXECUTOR_CONCURRENCY``) and the platform clients it builds itself: one httpx
+client (httpx-aiohttp transport) for ARM and Azure AD, azure-identity credentials, and a
+databricks-sdk ``WorkspaceClient`` per workspace on a bounded thread pool. The per-workspace
+Databricks rate limits are lifted for the run (what is measured is the worker, not a quota);
+the ARM buckets stay, one subscription per factory.
 
 Input: ``ActionRequest`` records (execute step, due now) produced straight onto the action
 topics (``streams.policy.routing.route``), keyed by chain id, one per failed run or cluster
@@ -41,7 +44,8 @@ second of a core divided by that) is the rate one worker can keep up without fal
 Prints per load ``actions_per_s: X``, ``worker_cpu_us_per_action``,
 ``sustained_actions_per_s``, ``ratio_vs_serial_nominal`` (vs 20/s, one 50 ms call at a time)
 and ``ratio_vs_serial_measured`` (vs the concurrency-1 worker on the same stack).
-Bar (from the issue): >= 500 completed actions/s on one worker; checked for both rates.
+Bar (issue 19): mixed >= 200 completed actions/s on one worker, checked for both rates; the
+ADF-only figure is reported beside it.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ from streams.policy import routing
 from streams.policy.model import Action, ActionRequest, Alert, Classification, Kind, Step
 
 TENANT = "bench-tenant"
-RUNS_PER_FACTORY = 200
+RUNS_PER_FACTORY = 50  # 2 ARM writes per action: within one subscription's burst of 200
 WORKSPACE_TOKEN = "dapi-bench-token"
 JOB_ID = 7001
 
@@ -308,6 +312,8 @@ def messages(
 
 # ---- measuring -------------------------------------------------------------------------------
 
+BAR = 200  # mixed completed actions/s on one worker (issue 19)
+
 
 @dataclass
 class Result:
@@ -473,6 +479,8 @@ def main() -> None:
             simulator="process",
             estate_extras={},
             verify_poll_s=args.verify_poll_s,
+            databricks_reads_per_s=1e6,  # the worker is measured here, not a platform quota
+            databricks_writes_per_s=1e6,
         ) as s,
     ):
         from pipemedic.worker import load_rulebook, plan_tiers
@@ -549,10 +557,12 @@ def main() -> None:
         print(f"ratio_vs_serial_nominal: {r.per_s / nominal:.1f}  (serial nominal {nominal:g}/s)")
         if serial:
             print(f"ratio_vs_serial_measured: {r.per_s / serial.per_s:.1f}")
-        print(f"bar >= 500 actions/s: {'met' if r.per_s >= 500 else 'MISSED'}")
+        if r.load != "mixed":
+            continue
+        print(f"bar mixed >= {BAR}/s: {'met' if r.per_s >= BAR else 'MISSED'}")
         if r.worker_cpu_s:
-            met = r.sustained_per_s >= 500
-            print(f"bar >= 500 actions/s sustained: {'met' if met else 'MISSED'}")
+            met = r.sustained_per_s >= BAR
+            print(f"bar mixed >= {BAR}/s sustained: {'met' if met else 'MISSED'}")
 
 
 def retire(s) -> None:
