@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
+from pipemedic.demo_notifications import told_per_chain
 from pipemedic.reporting import read_report
 from pipemedic.runtime import RecordTail
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
@@ -27,9 +28,11 @@ from pipemedic.tansu import true_end_offsets
 from pipemedic.worker import planned_topics
 from streams.policy import routing
 from streams.policy.model import FINAL_STATES
+from streams.policy.notices import DELIVERY_STATES
 from streams.settings import Settings, default_data_dir
 
 FINAL = {s.value for s in FINAL_STATES}
+_NOT_CHAIN_STATES = {"duplicate", *DELIVERY_STATES}  # a duplicate, or telling people
 QUIET_S = 3.0
 
 
@@ -88,6 +91,8 @@ def run_demo(
             watch = asyncio.run(watch_until_settled(stack, timeout_s, console))
             stack.stop_worker()  # a graceful stop flushes the ClickHouse sink
         by_type, kpis, chains = read_report(stack.settings)
+        told = told_per_chain(watch.rows)  # per chain: channel, transition, delivered
+        chains = [{**chain, "notifications": told.get(chain["chain_id"], [])} for chain in chains]
         return DemoResult(
             complete=watch.settled,
             alerts_sent=len(lines),
@@ -114,7 +119,7 @@ class Watch:
     def see(self, outcome: dict[str, Any]) -> None:
         self.rows.append(outcome)
         self.states[outcome["state"]] += 1
-        if outcome["chain_id"] and outcome["state"] != "duplicate":
+        if outcome["chain_id"] and outcome["state"] not in _NOT_CHAIN_STATES:
             current = self.chains.get(outcome["chain_id"])
             if current not in FINAL or outcome["state"] in FINAL:
                 self.chains[outcome["chain_id"]] = outcome["state"]

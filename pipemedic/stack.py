@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from pipemedic.demo_notifications import at_simulator
 from pipemedic.embedded import EmbeddedBroker, create_topics, free_port
 from pipemedic.runtime import WorkerProcess, produce_raw
 from pipemedic.simulator import load_world, start_in_thread
@@ -86,6 +87,10 @@ def write_estate(run_dir: Path, world: Any, sim: Any, extras: dict[str, Any] | N
             **extras.get("databricks", {}),
         },
         "playbooks": extras.get("playbooks", {}),
+        # channels at the simulator's receivers (pipemedic/demo_notifications.py)
+        "notifications": at_simulator(
+            extras.get("notifications", {}), sim.url, run_dir / "secrets"
+        ),
     }
     path = run_dir / "estate.yaml"
     path.write_text(yaml.safe_dump(estate, sort_keys=False))
