@@ -29,18 +29,26 @@ from streams.app import Topology
 from streams.codecs import decode
 from streams.estate import Estate
 from streams.estate_notifications import NotificationsSection
-from streams.policy.model import ActionRequest
+from streams.policy.model import ActionRequest, ChainEvent, ChainEventKind
 from streams.policy.notices import (
+    EXPIRED_DETAIL,
     Delivery,
     NotifyConfig,
     Told,
+    Transition,
+    approval_expires_s,
+    awaiting_approvals,
     delivery_row,
     due_targets,
+    expired_row,
     retry_notice,
+    still_undecided,
 )
 from streams.policy.notify_message import Message, compose
+from streams.policy.signing import approval_links
 
 NOTIFY_CONCURRENCY = 32  # notices in flight per worker (one at a time per chain)
+APPROVAL_SWEEP_S = 1.0  # how often undecided approvals are checked for expiry
 
 
 class Channel(Protocol):
@@ -81,10 +89,15 @@ class Notifier:
         config: NotifyConfig,
         *,
         factory_ids: Mapping[str, str] | None = None,
-        links: Any = None,  # (request, now_ms) -> {decision: url} for approval requests
+        links: Any = None,  # request -> {decision: url} for approval requests
+        chains: Any = None,  # the chains table (co-partitioned): is an approval still open?
         horizon_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
         self.topology = topology
+        self.chains = chains if chains is not None else {}
+        # chain id -> (expiry ms, request) of approvals asked on this worker; None until
+        # rebuilt from the chains table (after a start, a restart or a rebalance)
+        self.awaiting: dict[str, tuple[int, ActionRequest]] | None = None
         self.channels = channels
         self.config = config
         self.factory_ids = factory_ids or {}
@@ -103,7 +116,11 @@ class Notifier:
         self.expiry.sweep(partition, clock.now_ms())
         told = before = Told.from_dict(table.get(request.chain_id))
         outbox = Outbox(self.topology)
-        links = self.links(request, clock.now_ms()) if self.links else None
+        asks = request.step == Transition.AWAITING_APPROVAL
+        links = self.links(request) if self.links and asks else None
+        if asks and self.config.approval_ttl_s and self.awaiting is not None:
+            expires_ms = approval_expires_s(request, self.config.approval_ttl_s) * 1000
+            self.awaiting[request.chain_id] = (expires_ms, request)
         message = compose(request, factory_ids=self.factory_ids, approval_links=links)
         for target in due_targets(request, told, self.config.routes):
             channel = self.channels.get(target)
@@ -157,8 +174,49 @@ class Notifier:
             table[request.chain_id] = value = told.to_dict()
             self.expiry.remember(partition, request.chain_id, value)
 
+    async def expire_due(self) -> int:
+        """Expire every approval past its time that is still undecided; returns how many.
+        Run by a timer, outside any stream: it only reads the chains table and sends."""
+        ttl_s = self.config.approval_ttl_s
+        if not ttl_s:
+            return 0
+        if self.awaiting is None:
+            self.awaiting = awaiting_approvals(list(self.chains.items()), ttl_s)
+        now = self.topology.clock.now_ms()
+        due = [cid for cid, (expires_ms, _) in self.awaiting.items() if expires_ms <= now]
+        for chain_id in due:
+            _, request = self.awaiting.pop(chain_id)
+            await self.expire(request)
+        return len(due)
 
-def register(topology: Topology, estate: Estate, *, links: Any = None) -> Notifier:
+    def forget_awaiting(self) -> None:
+        """After a rebalance the chains this worker owns change: rebuild on the next tick."""
+        self.awaiting = None
+
+    async def expire(self, request: ActionRequest) -> None:
+        """An approval nobody decided in time: recorded as ``expired`` and closed as a
+        rejection, which hands the chain to people (they hear of it once, as an update)."""
+        if not still_undecided(self.chains.get(request.chain_id), request):
+            return  # decided meanwhile, or a later attempt asks anew
+        now = self.topology.clock.now_ms()
+        ttl_s = self.config.approval_ttl_s
+        outbox = Outbox(self.topology)
+        outbox.add_outcomes((expired_row(request, ttl_s, now_ms=now),))
+        outbox.add_chain_event(
+            ChainEvent(
+                kind=ChainEventKind.REJECTED.value,
+                chain_id=request.chain_id,
+                dedup_key=request.dedup_key,
+                at=now,
+                alert=request.alert,
+                classification=request.classification,
+                detail=f"{EXPIRED_DETAIL} {ttl_s}s",
+            )
+        )
+        await outbox.flush()
+
+
+def register(topology: Topology, estate: Estate) -> Notifier:
     """The notifier stage. Without channels in the estate it still drains its topic (the
     chains stage sends every notice there) and tells no one."""
     from streams.adapters.http import http_client
@@ -174,7 +232,16 @@ def register(topology: Topology, estate: Estate, *, links: Any = None) -> Notifi
         routes=section.routing_table(),
         retry_limit=section.retry_limit,
         backoff_s=settings.transient_backoff_s,
+        approval_ttl_s=section.approval_ttl_s,
     )
+    secret = settings.approval_secret.get_secret_value().encode()
+    links = None
+    if secret and section.approval_url:
+
+        def links(request: ActionRequest) -> dict[str, str]:
+            expires_s = approval_expires_s(request, section.approval_ttl_s)
+            return approval_links(secret, section.approval_url, request.chain_id, expires_s)
+
     factory_ids = {
         name: f"/subscriptions/{ref.subscription_id}/resourceGroups/{ref.resource_group}"
         f"/providers/Microsoft.DataFactory/factories/{name}"
@@ -187,11 +254,23 @@ def register(topology: Topology, estate: Estate, *, links: Any = None) -> Notifi
         config,
         factory_ids=factory_ids,
         links=links,
+        chains=topology.chains,
         horizon_ms=settings.dedup_horizon_s * 1000,
     )
 
     @topology.app.agent(topology.notify, name="notify", **CRASH_WORKER)
     async def notify(stream: Any) -> None:
         await run_concurrently(topology, stream, NOTIFY_CONCURRENCY, notifier)
+
+    @topology.app.timer(interval=APPROVAL_SWEEP_S)
+    async def expire_approvals() -> None:
+        recovery = getattr(topology.app.tables, "recovery", None)
+        if recovery is not None and not recovery.completed.is_set():
+            return  # the chains table is still being restored: it would look empty
+        await notifier.expire_due()
+
+    @topology.app.on_partitions_assigned.connect
+    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        notifier.forget_awaiting()
 
     return notifier

@@ -28,11 +28,11 @@ from pipemedic.tansu import true_end_offsets
 from pipemedic.worker import planned_topics
 from streams.policy import routing
 from streams.policy.model import FINAL_STATES
-from streams.policy.notices import DELIVERY_STATES
+from streams.policy.notices import SIDE_STATES
 from streams.settings import Settings, default_data_dir
 
 FINAL = {s.value for s in FINAL_STATES}
-_NOT_CHAIN_STATES = {"duplicate", *DELIVERY_STATES}  # a duplicate, or telling people
+_NOT_CHAIN_STATES = {"duplicate", *SIDE_STATES}  # a duplicate, or telling people
 QUIET_S = 3.0
 
 

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agents import approvals as approval_links
 from agents import chains, dedup, delay, enrich, execute, ingest, metrics, record, webhooks
 from agents import notify as notify_stage
 from agents.platforms import Platforms
@@ -94,6 +95,7 @@ def build_worker(settings: Settings) -> Topology:
     execute.register(topology, platforms, budget)
     record.register(topology, writer, budget)
     notify_stage.register(topology, estate)
+    approval_links.register(topology)
     webhooks.register(topology)
     metrics.register(topology)
     return topology

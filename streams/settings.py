@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"  # docker-compose sets 0.0.0.0 so Azure action groups can reach it
     web_port: int = 6066
     webhook_api_key: SecretStr = SecretStr("")
+    # signs the approval links in notifications (GET/POST /approvals/<chain>); empty = no links
+    approval_secret: SecretStr = SecretStr("")
 
     def public_dump(self) -> dict[str, Any]:
         """Every setting, secrets masked: safe to log or print."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 
 from streams.policy.model import OutcomeState
-from streams.policy.notices import DELIVERY_STATES
+from streams.policy.notices import SIDE_STATES
 
 # Tables are data: one row per Outcome field, in the dataclass order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -68,8 +68,9 @@ TIME_COLUMNS: frozenset[str] = frozenset({"at", "due_at", "first_seen_at"})
 # so "resolved" written in the same ms as "executed" still counts as the chain's last state.
 _STATE_RANK = "[" + ", ".join(f"'{s.value}'" for s in OutcomeState) + "]"
 
-# rows about telling people (streams/policy/notices.py) are not chain transitions
-_DELIVERIES = "(" + ", ".join(f"'{s}'" for s in sorted(DELIVERY_STATES)) + ")"
+# rows about telling people and their approval links (streams/policy/notices.py) are not
+# chain transitions
+_DELIVERIES = "(" + ", ".join(f"'{s}'" for s in sorted(SIDE_STATES)) + ")"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -59,6 +59,12 @@ class Delivery(enum.StrEnum):
 
 
 DELIVERY_STATES = frozenset(d.value for d in Delivery)
+APPROVAL_REFUSED = "approval_refused"  # an approval link was tampered with, expired or reused
+EXPIRED = "expired"  # an approval request nobody decided in time
+# rows about telling people and their links: not chain transitions (the chains view skips them)
+SIDE_STATES = DELIVERY_STATES | {APPROVAL_REFUSED}
+
+EXPIRED_DETAIL = "expired: no decision within"
 
 # audit-row state -> the transition it is
 _BY_STATE: Mapping[str, Transition] = {
@@ -86,6 +92,7 @@ class Route:
 @dataclass(frozen=True)
 class NotifyConfig:
     routes: tuple[Route, ...] = ()
+    approval_ttl_s: int = 0  # an approval request expires this long after it was made
     retry_limit: int = 10  # deliveries tried per target and transition before giving up
     backoff_s: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
 
@@ -118,6 +125,8 @@ def notices_for(
         transition = _BY_STATE.get(row.state)
         if transition is None or row.chain_id != chain.chain_id:
             continue
+        if row.detail.startswith(f"rejected {EXPIRED_DETAIL}"):
+            transition = Transition.APPROVAL_EXPIRED  # the expiry closed it (rejected)
         if transition is Transition.HANDED_TO_PEOPLE and is_replayed(alert):
             continue
         notices.append(_notice(chain, alert, classification, row, transition))
@@ -266,4 +275,55 @@ def delivery_row(
         first_seen_at=request.first_seen_at,
         platform_status=request.step,
         detail=f"{kind} {request.step}: {detail}"[:1000],
+    )
+
+
+# --- approval expiry ------------------------------------------------------------------
+
+
+def approval_expires_s(request: ActionRequest, ttl_s: int) -> int:
+    """When the approval a notice asks for expires (epoch s): its links and the expiry
+    agree. The notice is due when the chain began to wait (its ``updated_at``)."""
+    return request.due_at // 1000 + ttl_s
+
+
+def awaiting_approvals(
+    chains: Iterable[tuple[str, Mapping[str, Any] | None]], ttl_s: int
+) -> dict[str, tuple[int, ActionRequest]]:
+    """chain id -> (expiry in epoch ms, the pending request) of every chain in ``chains``
+    (a chains table's items) that waits for a decision: what a restarted worker expires."""
+    waiting = {}
+    for chain_id, chain in chains:
+        if chain and chain.get("state") == OutcomeState.AWAITING_APPROVAL.value:
+            pending = chain.get("pending")
+            if pending:
+                expires_ms = (int(chain.get("updated_at", 0)) // 1000 + ttl_s) * 1000
+                waiting[chain_id] = (expires_ms, ActionRequest.from_dict(pending))
+    return waiting
+
+
+def still_undecided(chain: Mapping[str, Any] | None, request: ActionRequest) -> bool:
+    """Does the chain (as its table holds it) still wait on the approval ``request`` asked?"""
+    return bool(
+        chain
+        and chain.get("state") == OutcomeState.AWAITING_APPROVAL.value
+        and chain.get("attempts") == request.attempt
+    )
+
+
+def expired_row(request: ActionRequest, ttl_s: int, *, now_ms: int) -> Outcome:
+    return Outcome.about(
+        request.alert,
+        event_id=event_id(request.chain_id, EXPIRED, request.attempt),
+        at=now_ms,
+        chain_id=request.chain_id,
+        dedup_key=request.dedup_key,
+        state=EXPIRED,
+        error_type=request.classification.error_type,
+        risk=request.classification.risk,
+        action=request.context.get("chain_action", ""),
+        attempt=request.attempt,
+        max_attempts=request.max_attempts,
+        first_seen_at=request.first_seen_at,
+        detail=f"{EXPIRED_DETAIL} {ttl_s}s",
     )

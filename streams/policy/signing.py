@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from urllib.parse import quote, urlencode
 
 TOLERANCE_S = 300  # a signed webhook older (or newer) than this is a replay
 DECISIONS = ("approve", "reject")
@@ -87,3 +88,12 @@ def check_approval(
     if now_s >= int(expires):
         return "expired"
     return None
+
+
+def approval_links(secret: bytes, base_url: str, chain_id: str, expires_s: int) -> dict[str, str]:
+    """decision -> the signed link to its confirmation page on the worker."""
+    where = f"{base_url.rstrip('/')}/approvals/{quote(chain_id, safe='')}"
+    return {
+        decision: f"{where}?{urlencode(approval_query(secret, chain_id, decision, expires_s))}"
+        for decision in DECISIONS
+    }

@@ -118,3 +118,28 @@ async def test_a_notice_due_now_goes_to_the_notifications_topic():
     await outbox.flush()
     ((key, value, _),) = topology.notify.sent
     assert key == "c1" and decode("action_request", value)["step"] == "handed_to_people"
+
+
+async def test_an_undecided_approval_expires_once_and_a_decided_one_never():
+    from streams.policy.chains import Chain as ChainRecord
+
+    asked = notice("awaiting_approval")
+    stage, topology, _ = notifier({"pd": FakeChannel(), "slack": FakeChannel()})
+    stage.config = NotifyConfig(routes=EVERYONE, approval_ttl_s=60)
+    clock = topology.clock
+    asked = asked.__class__.from_dict({**asked.to_dict(), "due_at": clock.now_ms()})
+    waiting = ChainRecord("c1", "awaiting_approval", attempts=1, updated_at=clock.now_ms())
+    stage.chains = {"c1": {**waiting.to_dict(), "pending": asked.to_dict()}}
+    assert await stage.expire_due() == 0  # rebuilt from the table: not due yet
+    await clock.advance(61)
+    assert await stage.expire_due() == 1
+    assert await stage.expire_due() == 0  # once
+    ((_, batch, _),) = topology.chain_events.sent
+    (event,) = decode_items("chain_event", batch)
+    assert (event["kind"], event["detail"]) == ("rejected", "expired: no decision within 60s")
+    assert [r["state"] for r in rows(topology)] == ["expired"]
+    # a chain decided before its time is left alone
+    stage.awaiting = None
+    stage.chains = {"c1": {**waiting.to_dict(), "state": "scheduled", "pending": None}}
+    await clock.advance(600)
+    assert await stage.expire_due() == 0

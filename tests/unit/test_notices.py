@@ -156,3 +156,40 @@ def test_told_transitions_are_the_documented_ones():
         "approval_expired",
         "resolved",
     }
+
+
+def test_an_approval_expires_ttl_after_the_chain_began_to_wait():
+    from streams.policy.notices import approval_expires_s, awaiting_approvals, expired_row
+
+    asked = replace(notice("awaiting_approval"), due_at=NOW)
+    assert approval_expires_s(asked, 60) == NOW // 1000 + 60
+    chains = [
+        ("c1", {"state": "awaiting_approval", "updated_at": NOW, "pending": asked.to_dict()}),
+        ("c2", {"state": "scheduled", "updated_at": NOW, "pending": None}),
+        ("c3", None),
+    ]
+    ((chain_id, (expires_ms, pending)),) = awaiting_approvals(chains, 60).items()
+    assert (chain_id, expires_ms, pending) == ("c1", (NOW // 1000 + 60) * 1000, asked)
+    row = expired_row(asked, 60, now_ms=NOW)
+    assert (row.state, row.detail) == ("expired", "expired: no decision within 60s")
+
+
+@pytest.mark.parametrize(
+    ("chain", "undecided"),
+    [
+        ({"state": "awaiting_approval", "attempts": 1}, True),
+        ({"state": "awaiting_approval", "attempts": 2}, False),  # a later attempt asks anew
+        ({"state": "scheduled", "attempts": 1}, False),  # approved meanwhile
+        (None, False),
+    ],
+)
+def test_only_an_undecided_approval_expires(chain, undecided):
+    from streams.policy.notices import still_undecided
+
+    assert still_undecided(chain, notice("awaiting_approval")) is undecided
+
+
+def test_an_expiry_closing_the_chain_is_told_as_approval_expired():
+    closing = row("manual", "rejected expired: no decision within 60s")
+    (made,) = notices_for(CHAIN, ALERT, KIND, [closing])
+    assert made.step == "approval_expired"
