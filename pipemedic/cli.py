@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--by", default=os.environ.get("USER", "someone"), help="who decides ($USER)"
     )
     approve.add_argument("--reason", default="", help="why, recorded with the decision")
+    waiting = command("approvals", "list the chains waiting for a decision (approval mode)")
+    waiting.add_argument("--json", action="store_true", help=as_json)
 
     add_transfer_commands(command, as_json)
 
@@ -308,6 +310,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from pipemedic.approvals import waiting_now
+
+    rows = [w.as_json() for w in waiting_now(_settings(), on_broker)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_rows("awaiting approval", rows)
+    return 0
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     from pipemedic.runtime import send_decision
 
@@ -510,6 +523,7 @@ COMMANDS = {
     "topics": cmd_topics,
     "send": cmd_send,
     "approve": cmd_approve,
+    "approvals": cmd_approvals,
     "simulator": cmd_simulator,
     "capture": cmd_capture,
     "replay": cmd_replay,

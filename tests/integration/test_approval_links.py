@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import httpx
 import pytest
 
+from pipemedic.approvals import waiting_now
 from pipemedic.demo import watch_until_settled
 from pipemedic.embedded import free_port
 from pipemedic.stack import EmbeddedStack
@@ -20,7 +21,7 @@ from tests.integration.test_notifications import DEMO_NOTIFICATIONS
 pytestmark = pytest.mark.integration
 
 SECRET = "approval-test-secret"
-TTL_S = 12
+TTL_S = 20
 
 
 def test_links_ask_first_decide_once_and_refuse_tampered_replayed_and_expired(tmp_path):
@@ -52,6 +53,8 @@ def test_links_ask_first_decide_once_and_refuse_tampered_replayed_and_expired(tm
         links = {link["text"]: link["href"] for link in trigger["links"]}
         approve = links["Approve…"]
         assert approve.startswith(f"{base}/approvals/")
+        # pipemedic approvals: from the chains table's changelog, as the workers keep it
+        listed = wait_for("the listing", lambda: waiting_now(stack.settings, on_stack), 20)
         stack.send_raw([gateway_alert("Guarded", forget_me)])  # nobody will decide this one
         with httpx.Client(timeout=10) as http:
             # a decision changed in the link (the signature was for approve)
@@ -69,6 +72,14 @@ def test_links_ask_first_decide_once_and_refuse_tampered_replayed_and_expired(tm
         watch = asyncio.run(watch_until_settled(stack, timeout_s=90))
         expired_told = receivers.pagerduty_events("trigger")
         calls = stack.simulator.count("POST", "*/createRun")
+    (waiting_one,) = listed
+    assert (waiting_one.chain_id, waiting_one.action, waiting_one.attempt) == (
+        chain,
+        "retry_pipeline",
+        1,
+    )
+    assert waiting_one.pipeline == "Guarded" and waiting_one.run_id == approve_me
+    assert 0 < waiting_one.expires_ms - waiting_one.since_ms <= TTL_S * 1000
     assert (tampered.status_code, expired.status_code) == (403, 410)
     assert "changed or not issued" in tampered.text and "expired" in expired.text
     assert {p.status_code for p in previews} == {200} and '<form method="post">' in previews[0].text
@@ -102,3 +113,8 @@ def without_query(url: str) -> str:
 
 def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def on_stack(settings, exchange):
+    """The CLI's broker runner, against the embedded broker."""
+    return asyncio.run(exchange(settings.broker_url.removeprefix("kafka://")))
