@@ -44,6 +44,10 @@ def read_report(
         by_type = [
             {k: row[k] for k in BY_TYPE_COLUMNS if k in row} for row in report_by_error_type(store)
         ]
-        return by_type, kpis(store), chain_summaries(store)
+        figures = kpis(store)
+        # what people did not have to fix by hand (PIPEMEDIC_MANUAL_FIX_MINUTES each)
+        saved = (figures.get("succeeded") or 0) * settings.manual_fix_minutes / 60
+        figures["engineering_hours_saved"] = round(saved, 2)
+        return by_type, figures, chain_summaries(store)
     finally:
         store.close()

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     webhook_api_key: SecretStr = SecretStr("")
     # signs the approval links in notifications (GET/POST /approvals/<chain>); empty = no links
     approval_secret: SecretStr = SecretStr("")
+    # minutes a person spends on a failure pipemedic fixes: "engineering hours saved"
+    manual_fix_minutes: float = 30.0
 
     def public_dump(self) -> dict[str, Any]:
         """Every setting, secrets masked: safe to log or print."""

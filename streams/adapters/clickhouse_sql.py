@@ -16,8 +16,9 @@ result         meaning
 =============  =============================================================================
 remediated     last state ``resolved`` and pipemedic executed at least one action: a success
 self_healed    last state ``resolved`` with no action of ours (the platform's own retry)
-gave_up        a ``gave_up`` row exists: automation exhausted its attempts (even if a human
-               fixed it later: that is still a failure of the automation)
+gave_up        a ``gave_up`` row exists: automation exhausted its attempts (even if people
+               fixed it later: that is still a failure of the automation; such a chain's
+               last state is ``resolved`` and ``resolved_by`` is ``people``)
 manual         a ``manual`` row exists: handed to a human with no automated attempt
                (never-automate list, observe mode)
 dead_letter    the chain's last row is a dead letter (most dead letters have no chain;
@@ -124,7 +125,7 @@ SELECT
     multiIf(final_state != 'resolved', '',
             result = 'remediated', 'pipemedic',
             result = 'self_healed', 'platform',
-            'human') AS resolved_by,
+            'people') AS resolved_by,
     argMaxIf(src, t, src != '') AS source,
     argMaxIf(pl, t, pl != '') AS pipeline,
     argMaxIf(et, t, et != '') AS error_type,
@@ -215,7 +216,7 @@ FROM
         countIf(result IN ('gave_up', 'manual', 'dead_letter')) AS needed_human,
         succeeded / nullIf(succeeded + failed, 0) AS success_rate,
         avgIf(time_to_resolution_ms, resolved_by = 'pipemedic') AS mean_time_to_resolution_ms,
-        avgIf(time_to_resolution_ms, resolved_by = 'human') AS mean_time_to_resolution_manual_ms,
+        avgIf(time_to_resolution_ms, resolved_by = 'people') AS mean_time_to_resolution_manual_ms,
         avgIf(attempts, result = 'remediated') AS mean_retries
     FROM chains
     WHERE last_at >= {_SINCE}

@@ -31,6 +31,8 @@ from streams.policy.model import (
 from streams.policy.replays import is_replayed
 
 HISTORY_LIMIT = 20  # entries kept per chain; the audit trail in ClickHouse keeps all
+RESOLVED_BY_PEOPLE = "resolved by people"  # a handed-off chain whose run later succeeded
+_WITH_PEOPLE = frozenset({ChainState.MANUAL.value, ChainState.GAVE_UP.value})
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ def on_event(
     if chain is None:
         return ChainStep(None)  # success or executor news for a chain we never opened
     if kind in (ChainEventKind.SUCCESS.value, ChainEventKind.RESOLVED.value):
+        if kind == ChainEventKind.SUCCESS.value and chain.state in _WITH_PEOPLE:
+            # people fixed what was handed to them: the platform shows the run succeeded
+            why = f"{RESOLVED_BY_PEOPLE}: {event.detail or 'the platform reports a success'}"
+            return _finish(chain, event, ChainState.RESOLVED, now_ms, policy, why)
         if chain.final:
             return ChainStep(chain)
         return _finish(chain, event, ChainState.RESOLVED, now_ms, policy, event.detail or kind)

@@ -295,7 +295,7 @@ def test_chain_summaries(store: OutcomeStore) -> None:
         "GatewayTimeout",
         9_000,
     )
-    assert view(chains["B"]) == ("resolved", "gave_up", "human", 3, 3, "GatewayTimeout", 60_000)
+    assert view(chains["B"]) == ("resolved", "gave_up", "people", 3, 3, "GatewayTimeout", 60_000)
     assert view(chains["C"]) == ("manual", "manual", "", 0, 0, "UserErrorColumnNameInvalid", None)
     assert view(chains["D"]) == (
         "resolved",

@@ -4,12 +4,14 @@ resolved, a channel outage that delays no remediation (issue 13)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 import yaml
 
 from pipemedic.demo import watch_until_settled
+from pipemedic.reporting import read_report
 from pipemedic.runtime import send_decision
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
 from tests.integration.chain_scenarios import gateway_alert, guid, wait_for_state, world
@@ -20,6 +22,25 @@ pytestmark = pytest.mark.integration
 MART_RUN = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c06"  # the demo's never-automate failure
 MART_ALERT = (DEMO_DATA / "alerts.jsonl").read_text().splitlines()[6].encode()
 DEMO_NOTIFICATIONS = yaml.safe_load((DEMO_DATA / "estate_extras.yaml").read_text())["notifications"]
+
+
+def mart_fixed_by_people(rerun_id: str) -> bytes:
+    """ADF's diagnostic log of a person's rerun of the never-automate failure succeeding
+    (a rerun carries the group of the run it reruns)."""
+    record = json.loads(MART_ALERT)["records"][0]
+    for name in ("activityRunId", "activityName", "pipelineRunId", "properties"):
+        record.pop(name)
+    record.update(
+        category="PipelineRuns",
+        level="Informational",
+        status="Succeeded",
+        operationName="Publish_Finance_Mart - Succeeded",
+        runId=rerun_id,
+        groupId=MART_RUN,
+        time="${now}",
+        end="${now}",
+    )
+    return json.dumps({"records": [record]}).encode()
 
 
 def extras(**section: object) -> dict:
@@ -33,7 +54,7 @@ def extras(**section: object) -> dict:
     }
 
 
-def test_a_burst_pages_once_and_a_resolved_chain_resolves_the_same_incident(tmp_path):
+def test_a_burst_pages_once_and_resolved_chains_resolve_the_same_incidents(tmp_path):
     approve_me = guid("notify-approve-me")
     runs = {approve_me: "Guarded", MART_RUN: "Publish_Finance_Mart"}
     with EmbeddedStack(
@@ -47,22 +68,34 @@ def test_a_burst_pages_once_and_a_resolved_chain_resolves_the_same_incident(tmp_
         (waiting,) = asyncio.run(wait_for_state(stack.bootstrap, "awaiting_approval", 1, 60))
         wait_for("two triggers", lambda: len(receivers.pagerduty_events("trigger")) >= 2, 60)
         asyncio.run(send_decision(stack.bootstrap, waiting["chain_id"], approve=True, by="alice"))
+        wait_for("the resolve", lambda: receivers.pagerduty_events("resolve"), 60)
+        # later, people fix the never-automate failure: ADF shows their rerun succeeded
+        stack.send_raw([mart_fixed_by_people(guid("notify-mart-rerun"))])
         watch = asyncio.run(watch_until_settled(stack, timeout_s=90))
-        wait_for("the resolve", lambda: receivers.pagerduty_events("resolve"), 30)
+        wait_for("both resolves", lambda: len(receivers.pagerduty_events("resolve")) == 2, 30)
         triggers = receivers.pagerduty_events("trigger")
         resolves = receivers.pagerduty_events("resolve")
         slack = dict(receivers.state.slack_messages["C0PIPEMEDIC"])
+        stack.stop_worker()  # flushes the ClickHouse sink
+        _, kpis, chains = read_report(stack.settings)
     assert watch.settled and watch.states["duplicate"] >= 49
-    manual_chain = next(c for c, s in watch.chains.items() if s == "manual")
+    (manual_chain,) = {r["chain_id"] for r in watch.rows if r["state"] == "manual"}
     # one trigger per chain, however many alerts
     assert sorted(t["dedup_key"] for t in triggers) == sorted([manual_chain, waiting["chain_id"]])
-    # the approved chain resolved: exactly one resolve, with the key it was triggered with
+    # each chain resolved (approved and fixed by us; fixed by people): exactly one resolve
+    # per chain, with the key it was triggered with
     assert [(r["event_action"], r["dedup_key"]) for r in resolves] == [
-        ("resolve", waiting["chain_id"])
+        ("resolve", waiting["chain_id"]),
+        ("resolve", manual_chain),
     ]
-    assert watch.chains[waiting["chain_id"]] == "resolved"
-    # Slack: one message per chain; the resolved one was updated in place
-    assert len(slack) == 2 and sorted(m["edits"] for m in slack.values()) == [0, 1]
+    assert watch.chains[waiting["chain_id"]] == watch.chains[manual_chain] == "resolved"
+    # Slack: one message per chain, each updated in place when it resolved
+    assert len(slack) == 2 and sorted(m["edits"] for m in slack.values()) == [1, 1]
+    # the manual fix is measured
+    by_people = {c["chain_id"]: c for c in chains}[manual_chain]
+    assert (by_people["result"], by_people["resolved_by"]) == ("manual", "people")
+    assert kpis["mean_time_to_resolution_manual_ms"] == by_people["time_to_resolution_ms"] > 0
+    assert kpis["engineering_hours_saved"] == 0.5  # one remediated chain, 30 minutes
     notified = [r for r in watch.rows if r["state"] == "notified"]
     assert {(r["action"], r["platform_status"]) for r in notified} == {
         ("notify:oncall", "handed_to_people"),
@@ -72,6 +105,7 @@ def test_a_burst_pages_once_and_a_resolved_chain_resolves_the_same_incident(tmp_
         ("notify:oncall", "resolved"),
         ("notify:ops", "resolved"),
     }
+    assert sum(r["platform_status"] == "resolved" for r in notified) == 4  # 2 chains x 2
 
 
 OUTAGE_S = 20.0  # the issue's 30 s, shortened: the stack's delay tiers are 1, 2 and 3 s
