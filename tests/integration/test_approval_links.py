@@ -21,7 +21,7 @@ from tests.integration.test_notifications import DEMO_NOTIFICATIONS
 pytestmark = pytest.mark.integration
 
 SECRET = "approval-test-secret"
-TTL_S = 20
+TTL_S = 14
 
 
 def test_links_ask_first_decide_once_and_refuse_tampered_replayed_and_expired(tmp_path):
@@ -64,7 +64,7 @@ def test_links_ask_first_decide_once_and_refuse_tampered_replayed_and_expired(tm
             expired = http.get(old)
             # a preview bot, then the person: GET shows the question, changes nothing
             previews = [http.get(approve) for _ in range(3)]
-            time.sleep(2)
+            time.sleep(1)
             assert stack.simulator.count("POST", "*/createRun") == 0
             decided = http.post(without_query(approve), data=query_of(approve))
             watch_one = asyncio.run(wait_for_state(stack.bootstrap, "resolved", 1, 60))
