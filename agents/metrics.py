@@ -1,10 +1,15 @@
-"""What a worker has seen and done, as Prometheus counters on ``GET /metrics``.
+"""What a worker has seen and done, as Prometheus counters on ``GET /metrics``; whether it is
+ready to work, on ``GET /ready``.
 
 Counted where it happens: ingest counts every record of every raw message by shape and by
 what became of it (passed on as an alert, dropped as needing no action, invalid, ignored as
 outside the estate) and the failures it passed on by source; the executors count steps by
 action and result. Per worker and since its start, as Prometheus counters are: the scraper
 sums workers and takes rates.
+
+Ready means: joined to its consumer group with partitions assigned, tables recovered from
+their changelogs, no rebalance under way. Orchestrators probe it (readiness, not liveness: a
+worker waiting for a rebalance is alive), and the tests wait on it instead of sleeping.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 
 from streams.app import Topology
+from streams.policy.budget import Budget
 from streams.policy.model import Alert, Signal
 
 RECORDS = Counter(
@@ -33,6 +39,16 @@ STEPS = Counter(
     "Remediation steps run by the executors, by action and result",
     ("action", "step", "result"),
 )
+SPEND = Gauge(
+    "pipemedic_daily_spend_usd",
+    "Today's estimated spend on actions as this worker knows it (the audit trail at its last "
+    "look plus its own charges since)",
+)
+LOOKED = Gauge(
+    "pipemedic_daily_spend_looked",
+    "1 once this worker has read today's spend from the audit trail since it started",
+)
+CAP = Gauge("pipemedic_daily_cost_cap_usd", "The daily cost cap (0: none)")
 
 
 def count_ingested(
@@ -53,10 +69,32 @@ def count_ingested(
             FAILURES.labels(alert.source).inc()
 
 
-def register(topology: Topology) -> None:
+def register(topology: Topology, budget: Budget | None = None) -> None:
+    if budget is not None:
+        CAP.set(max(budget.cap_usd, 0.0))
+        SPEND.set_function(lambda: budget.spent_usd(topology.clock.now_ms()))
+        LOOKED.set_function(lambda: float(budget.looks > 0))
+
     @topology.app.page("/metrics", name="metrics")
     class Metrics(View):
         async def get(self, request: Request, **kwargs: Any) -> Response:
             # as a header: aiohttp refuses a content_type argument that carries a charset
             headers = {"Content-Type": CONTENT_TYPE_LATEST}
             return self.bytes(generate_latest(REGISTRY), headers=headers)
+
+    @topology.app.page("/ready", name="ready")
+    class Ready(View):
+        async def get(self, request: Request, **kwargs: Any) -> Response:
+            ready, reason = is_ready(topology.app)
+            return self.json({"ready": ready, "reason": reason}, status=200 if ready else 503)
+
+
+def is_ready(app: Any) -> tuple[bool, str]:
+    """Can this worker take work now? With the reason when it cannot."""
+    if app.rebalancing:
+        return False, "rebalancing"
+    if app.in_recovery or not app.tables.recovery.completed.is_set():
+        return False, "recovering tables"
+    if not app.consumer.assignment():
+        return False, "no partitions assigned yet"
+    return True, "ready"

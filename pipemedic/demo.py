@@ -33,7 +33,7 @@ from streams.settings import Settings, default_data_dir
 
 FINAL = {s.value for s in FINAL_STATES}
 _NOT_CHAIN_STATES = {"duplicate", *SIDE_STATES}  # a duplicate, or telling people
-QUIET_S = 3.0
+QUIET_S = 1.5  # and every offset committed: nothing is in flight
 
 
 @dataclass
@@ -174,6 +174,14 @@ async def watch_until_settled(
 
 async def _caught_up(bootstrap: str, group: str, topics: list[str], partitions: int) -> bool:
     """Has the worker's consumer group committed everything on every topic it reads?"""
+    return not await consumer_lag(bootstrap, group, topics, partitions)
+
+
+async def consumer_lag(
+    bootstrap: str, group: str, topics: list[str], partitions: int
+) -> dict[str, tuple[int | None, int]]:
+    """Every partition of ``topics`` where ``group`` has not committed up to the end:
+    ``"topic[p]" -> (committed, end)`` (committed is None where the group never committed)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -182,9 +190,11 @@ async def _caught_up(bootstrap: str, group: str, topics: list[str], partitions: 
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
         ends = await true_end_offsets(bootstrap, await probe.end_offsets(tps))
+        lag: dict[str, tuple[int | None, int]] = {}
         for tp in tps:
-            if ends[tp] and (await probe.committed(tp) or 0) < ends[tp]:
-                return False
-        return True
+            committed = await probe.committed(tp) if ends[tp] else None
+            if ends[tp] and (committed or 0) < ends[tp]:
+                lag[f"{tp.topic}[{tp.partition}]"] = (committed, ends[tp])
+        return lag
     finally:
         await probe.stop()

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from pipemedic import kafka
@@ -84,6 +86,45 @@ class WorkerProcess:
         code = self.process.returncode
         self.process = None
         return code
+
+    @property
+    def web_url(self) -> str:
+        host = self.settings.web_host
+        if host in ("0.0.0.0", "::", ""):  # listening everywhere: ask on loopback
+            host = "127.0.0.1"
+        return f"http://{host}:{self.settings.web_port}"
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's ``GET /metrics`` samples, ``name{label="value",...}`` -> value."""
+        text = httpx.get(f"{self.web_url}/metrics", timeout=5.0, trust_env=False).text
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return samples
+
+    def wait_ready(self, timeout_s: float = 60.0) -> WorkerProcess:
+        """Block until the worker's ``GET /ready`` answers 200: joined to its group, tables
+        recovered. Raises ``TimeoutError`` (or ``RuntimeError`` if the process died)."""
+        url = f"{self.web_url}/ready"
+        deadline = time.monotonic() + timeout_s
+        reason = "not answering"
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if not self.alive:
+                    raise RuntimeError(f"worker exited before it was ready; see {self.log_path}")
+                try:
+                    answer = client.get(url)
+                    if answer.status_code == 200:
+                        return self
+                    reason = answer.json().get("reason", answer.text)
+                except (httpx.HTTPError, ValueError):
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(
+            f"worker not ready after {timeout_s:.0f}s ({reason}); see {self.log_path}"
+        )
 
     def kill(self) -> None:
         """kill -9: no flush, no commit; what was not committed is redelivered."""

@@ -34,6 +34,7 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
         "data_dir": run_dir,
         "broker_url": broker_url,
         "broker_session_timeout_s": 6.0,
+        "broker_commit_interval_s": 0.5,  # a scenario is seen settled soon after it is
         "broker_end_offsets_from_fetch": True,
         "broker_fetch_max_wait_ms": 100,
         "mode": "automatic",

@@ -97,7 +97,7 @@ def build_worker(settings: Settings) -> Topology:
     notify_stage.register(topology, estate)
     approval_links.register(topology)
     webhooks.register(topology)
-    metrics.register(topology)
+    metrics.register(topology, budget)
     return topology
 
 

@@ -75,6 +75,7 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
         "topic_disable_leader": True,
         "broker_session_timeout": settings.broker_session_timeout_s,
         "broker_heartbeat_interval": max(0.5, settings.broker_session_timeout_s / 6),
+        "broker_commit_interval": settings.broker_commit_interval_s,
         "stream_processing_timeout": max(300.0, longest_hold),
         "broker_commit_livelock_soft_timeout": max(300.0, longest_hold),
         "web_host": settings.web_host,

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     broker_sasl_username: str = ""  # Event Hubs: the literal "$ConnectionString"
     broker_sasl_password: SecretStr = SecretStr("")  # Event Hubs: the connection string
     broker_session_timeout_s: float = 30.0
+    # how often acknowledged offsets are committed (Faust's broker_commit_interval)
+    broker_commit_interval_s: float = 2.8
     # Tansu answers ListOffsets with the last batch's base offset + 1: read end offsets from
     # a fetch instead, so table recovery restores all state (pipemedic/tansu.py)
     broker_end_offsets_from_fetch: bool = False

@@ -30,6 +30,7 @@ class Budget:
     day: int = -1
     recorded_usd: float = 0.0  # today's spend in the audit trail at the last look
     charges: list[tuple[int, float]] = field(default_factory=list)  # (at, usd), this day
+    looks: int = 0  # looks at the audit trail so far
 
     def spent_usd(self, now_ms: int) -> float:
         self._roll(now_ms)
@@ -54,6 +55,7 @@ class Budget:
         began at that time."""
         if day_of(looked_at_ms) < self.day:  # a look from before midnight says nothing of today
             return
+        self.looks += 1
         self._roll(looked_at_ms)
         self.recorded_usd = recorded_usd
         since = looked_at_ms - self.lag_ms

@@ -52,7 +52,13 @@ def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
         # a new worker knows nothing of the first one's spend but what ClickHouse recorded
         stack.kill_worker()
         stack.start_new_worker()
-        time.sleep(8)  # joined, and looked at the trail
+        # ready, and its recorder has stored the first worker's rows (redelivered: it was
+        # killed) and looked at them: a worker that acts before that can overspend (issue 14)
+        worker = stack.worker.wait_ready()
+        deadline = time.monotonic() + 60
+        while worker.metrics().get("pipemedic_daily_spend_usd", 0) < 0.79:
+            assert time.monotonic() < deadline, worker.metrics()
+            time.sleep(0.2)
         stack.send_raw([gateway_alert("Costly", run_id) for run_id in later])
         rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 5, 60))
         calls = stack.simulator.count("POST", "*/createRun")

@@ -51,7 +51,7 @@ def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(
     with EmbeddedStack(
         tmp_path, world({"P": ["Succeeded"]}, {guid("after-poison"): "P"}), rules_file=rules
     ) as stack:
-        time.sleep(6)  # joined
+        stack.worker.wait_ready()
         asyncio.run(_poison(stack.bootstrap))
         letters = asyncio.run(
             _collect(
