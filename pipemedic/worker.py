@@ -122,8 +122,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
 
     loop_name = use_event_loop(settings)  # before anything asks asyncio for a loop
 
-    # one line per platform call drowns what matters; outcomes are in ClickHouse anyway
-    for noisy in ("httpx", "databricks.sdk", "urllib3"):
+    # one line per platform call (azure-identity: per token lookup, cached or not) drowns what
+    # matters; outcomes are in ClickHouse anyway
+    for noisy in ("httpx", "databricks.sdk", "urllib3", "azure.identity", "azure.core"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from pipemedic.tansu import apply_broker_workarounds
