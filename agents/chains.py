@@ -14,6 +14,7 @@ from streams.app import Topology
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent
 from streams.policy.notices import notices_for
+from streams.policy.rollout import Rollout
 
 
 class Chains:
@@ -58,8 +59,9 @@ class Chains:
             self.expiry.remember(partition, chain_id, value)
 
 
-def register(topology: Topology, *, page_hook: bool) -> None:
-    """``page_hook``: a ``manual`` playbook is configured (see ``ChainPolicy.page_hook``)."""
+def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = None) -> None:
+    """``page_hook``: a ``manual`` playbook is configured (see ``ChainPolicy.page_hook``);
+    ``rollout``: the mode by scope (``settings.mode`` where no row matches)."""
     settings = topology.settings
     policy = ChainPolicy(
         mode=settings.mode,
@@ -67,6 +69,7 @@ def register(topology: Topology, *, page_hook: bool) -> None:
         horizon_ms=settings.dedup_horizon_s * 1000,
         page_hook=page_hook,
         replayed_observe_only=settings.replayed_observe_only,
+        rollout=rollout,
     )
     stage = Chains(topology, topology.chains, policy)
 

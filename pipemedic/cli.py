@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--file", type=Path, help="rules file with overrides and additions")
     rules.add_argument("--json", action="store_true", help=as_json)
 
+    policy = command(
+        "policy", "print the rollout table (mode by scope), or explain what an alert would get"
+    )
+    policy.add_argument(
+        "explain", nargs="?", choices=["explain"], help="explain ALERT instead of the table"
+    )
+    policy.add_argument("alert", nargs="?", type=Path, help="a raw alert payload (JSON)")
+    policy.add_argument("--rules", type=Path, help="rules file ($PIPEMEDIC_RULES_FILE)")
+    policy.add_argument("--estate", type=Path, help="estate file ($PIPEMEDIC_ESTATE_FILE)")
+    policy.add_argument("--json", action="store_true", help=as_json)
+
     report = command("report", "print the remediation report from ClickHouse")
     report.add_argument("--json", action="store_true", help=as_json)
 
@@ -269,6 +280,55 @@ def cmd_rules(args: argparse.Namespace) -> int:
     # the note and schedule name are in --json; the table keeps what a reader scans for
     shown = [{k: v for k, v in row.items() if k not in ("note", "schedule")} for row in rows]
     print_rows("pipemedic rules (first match wins)", shown)
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from streams.estate import load_estate
+    from streams.policy import rules
+    from streams.policy.explain import explain as explain_alert
+    from streams.policy.rollout import Rollout
+    from streams.policy.scope import EstateScope
+
+    settings = _settings()
+    rules_file = args.rules or settings.rules_file
+    estate_file = args.estate or settings.estate_file
+    estate = load_estate(estate_file)
+    rollout = Rollout(
+        rows=rules.load_rollout(rules_file), default_mode=settings.mode, target_tags=estate.tags
+    )
+    if not args.explain:
+        rows = rollout.table_rows()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_rows("pipemedic policy (first match wins)", rows)
+        return 0
+    if args.alert is None:
+        raise AlertsFileError("policy explain needs an alert: pipemedic policy explain ALERT.json")
+    rulebook = rules.load_rules(rules_file) if rules_file else None
+    classifier = rules.Classifier(*rulebook) if rulebook else rules.Classifier()
+    scope = EstateScope.of(estate.adf.factories, estate.databricks.workspaces)
+    found, skipped = explain_alert(
+        args.alert.read_bytes(),
+        classify=classifier,
+        rollout=rollout,
+        scope=scope,
+        now_ms=int(time.time() * 1000),
+    )
+    rows = [e.row() for e in found]
+    if args.json:
+        print(json.dumps({"alerts": rows, "skipped": list(skipped)}, indent=2))
+        return 0
+    if len(rows) > 3:  # a diagnostic batch: one line each
+        print_rows(f"pipemedic policy explain {args.alert.name}", rows)
+    for number, row in enumerate(rows if len(rows) <= 3 else [], 1):
+        title = f"pipemedic policy explain {args.alert.name}" + (
+            f" (alert {number} of {len(rows)})" if len(rows) > 1 else ""
+        )
+        print_rows(title, [{"": key, "would be": value} for key, value in row.items()])
+    if skipped:
+        print(f"{len(skipped)} record(s) need no action: {', '.join(sorted(set(skipped)))}")
     return 0
 
 
@@ -519,6 +579,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "worker": cmd_worker,
     "rules": cmd_rules,
+    "policy": cmd_policy,
     "report": cmd_report,
     "topics": cmd_topics,
     "send": cmd_send,

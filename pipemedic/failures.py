@@ -37,6 +37,7 @@ def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]
     from pipemedic.simulator.world import WorldError
     from streams.adapters.errors import PlatformError
     from streams.estate import EstateError
+    from streams.policy.normalize import NormalizeError
     from streams.policy.rules import RulesError
 
     return (
@@ -47,6 +48,7 @@ def expected_failures() -> tuple[tuple[type[BaseException], Callable[[Any], str]
         (EstateError, lambda e: f"{e} (PIPEMEDIC_ESTATE_FILE)"),
         (RulesError, lambda e: f"rules file: {e}"),
         (WorldError, lambda e: f"world file: {e}"),
+        (NormalizeError, lambda e: f"not an alert pipemedic reads (a worker dead-letters it): {e}"),
         (ValidationError, _invalid),
         (ImproperlyConfigured, lambda e: f"Faust refused a setting: {e}"),
         (yaml.YAMLError, lambda e: f"not valid YAML: {e}"),

@@ -22,7 +22,14 @@ from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
 from streams.policy.budget import Budget
 from streams.policy.model import Action
-from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Classifier, load_rules
+from streams.policy.rollout import Rollout
+from streams.policy.rules import (
+    DEFAULT_RULES,
+    DEFAULT_SCHEDULES,
+    Classifier,
+    load_rollout,
+    load_rules,
+)
 from streams.policy.scope import EstateScope
 from streams.settings import Settings
 
@@ -88,7 +95,12 @@ def build_worker(settings: Settings) -> Topology:
     )
     enrich.register(topology, platforms, classifier)
     dedup.register(topology)
-    chains.register(topology, page_hook=Action.MANUAL.value in estate.playbooks.urls)
+    rollout = Rollout(
+        rows=load_rollout(settings.rules_file), default_mode=settings.mode, target_tags=estate.tags
+    )
+    chains.register(
+        topology, page_hook=Action.MANUAL.value in estate.playbooks.urls, rollout=rollout
+    )
     delay.register(topology)
     # one spend ledger per worker, shared by its executors and kept current by the recorder
     budget = Budget(cap_usd=settings.daily_cost_cap_usd)

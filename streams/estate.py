@@ -48,6 +48,7 @@ from streams.adapters.adf import ADFConfig, FactoryRef
 from streams.adapters.credentials import CREDENTIAL_TYPES, CredentialSpec, SecretRef
 from streams.adapters.playbook import PlaybookConfig
 from streams.estate_notifications import NotificationsSection
+from streams.policy.rollout import tags_of
 
 
 class EstateError(ValueError):
@@ -62,6 +63,7 @@ class FactoryEntry(_Section):
     subscription_id: str
     resource_group: str
     credential: str  # a name under ``credentials:``
+    tags: dict[str, str | int | bool] = {}  # e.g. env: prod, for the rollout table's scopes
 
 
 class AdfSection(_Section):
@@ -88,6 +90,7 @@ class DatabricksWorkspace(_Section):
     client_id: str | None = None
     client_secret: SecretRef | None = None
     credential: str | None = None
+    tags: dict[str, str | int | bool] = {}  # e.g. env: prod, for the rollout table's scopes
 
     @model_validator(mode="after")
     def _fields_of_its_auth(self) -> DatabricksWorkspace:
@@ -159,6 +162,8 @@ class Estate:
     naming_convention_fallback: bool = False
     library_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
+    # factory name (lower-cased) or workspace id -> its tags, as text
+    tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def load_estate(path: Path | None, *, timeout_s: float = 20.0) -> Estate:
@@ -201,6 +206,12 @@ def parse_estate(data: Mapping[str, Any], *, timeout_s: float = 20.0) -> Estate:
             for name, versions in dbx.library_fallbacks.items()
         },
         notifications=parsed.notifications,
+        tags=tags_of(
+            {
+                **{name: ref.tags for name, ref in adf.factories.items() if ref.tags},
+                **{ws: ref.tags for ws, ref in dbx.workspaces.items() if ref.tags},
+            }
+        ),
     )
 
 

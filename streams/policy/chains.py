@@ -29,6 +29,7 @@ from streams.policy.model import (
     Step,
 )
 from streams.policy.replays import is_replayed
+from streams.policy.rollout import Rollout
 
 HISTORY_LIMIT = 20  # entries kept per chain; the audit trail in ClickHouse keeps all
 RESOLVED_BY_PEOPLE = "resolved by people"  # a handed-off chain whose run later succeeded
@@ -46,6 +47,14 @@ class ChainPolicy:
     page_hook: bool = True
     # failures a replay sent (marked by its header) are observed only, whatever the mode
     replayed_observe_only: bool = False
+    # the mode by scope (streams/policy/rollout.py); ``mode`` where no row matches
+    rollout: Rollout | None = None
+
+    def mode_for(self, alert: Any, classification: Classification) -> tuple[str, str]:
+        """The mode for this failure and what set it (a rollout row, or the global mode)."""
+        if self.rollout is None or not self.rollout.rows:
+            return self.mode, "global mode"
+        return replace(self.rollout, default_mode=self.mode).decide(alert, classification)
 
 
 @dataclass(frozen=True)
@@ -179,17 +188,19 @@ def _on_failure(
     due_at = now_ms + int(delay_s * 1000)
     # a record a replay sent is only observed, and pages nobody (streams/policy/replays.py)
     replayed = policy.replayed_observe_only and is_replayed(event.alert)
-    if policy.mode == "observe" or replayed:
+    mode, set_by = policy.mode_for(event.alert, classification)
+    scoped = f" ({set_by})" if set_by != "global mode" else ""
+    if mode == "observe" or replayed:
         why = f"observe-only: would {classification.action} in {delay_s:g}s (attempt {attempt})"
-        why = f"replayed, {why}" if replayed else why
+        why = f"replayed, {why}" if replayed else f"{why}{scoped}"
         observed = _row(chain, event, OutcomeState.OBSERVED, now_ms, why, due_at=due_at)
         step = _finish(chain, event, ChainState.MANUAL, now_ms, policy, why, page=not replayed)
         return replace(step, outcomes=(observed, *step.outcomes))
 
     request = _request(chain, event, classification, classification.action, due_at, "backoff")
-    if policy.mode == "approval":
+    if mode == "approval":
         why = (
-            f"approval needed: {classification.action} (attempt {attempt}); "
+            f"approval needed{scoped}: {classification.action} (attempt {attempt}); "
             f"pipemedic approve '{chain.chain_id}'"
         )
         waiting = replace(

@@ -32,6 +32,7 @@ import yaml
 
 from streams.policy.model import Action, Alert, Classification, Kind, Risk, Source
 from streams.policy.normalize import UNMATCHED
+from streams.policy.rollout import RolloutError, RolloutRow, parse_rollout
 
 ADF, DBX = Source.ADF.value, Source.DATABRICKS.value
 RUNS = (Kind.JOB_RUN.value, Kind.TASK_RUN.value)
@@ -458,6 +459,23 @@ def load_rules(
     return parse_rules(doc, rules=rules, schedules=schedules, origin=str(path))
 
 
+def load_rollout(path: str | Path | None) -> tuple[RolloutRow, ...]:
+    """The ``rollout:`` table of a rules file (:mod:`streams.policy.rollout`); none without
+    a file."""
+    if path is None:
+        return ()
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_rollout((doc or {}).get("rollout"), origin=str(path))
+    except RolloutError as exc:
+        raise RulesError(str(exc)) from None
+
+
 def parse_rules(
     doc: Any,
     *,
@@ -467,8 +485,10 @@ def parse_rules(
 ) -> tuple[tuple[Rule, ...], Mapping[str, tuple[int, ...]]]:
     """:func:`load_rules` on an already parsed document."""
     doc = {} if doc is None else doc
-    if not isinstance(doc, Mapping) or set(doc) - {"rules", "schedules"}:
-        raise RulesError(f"{origin}: expected a mapping with only 'rules' and 'schedules' keys")
+    if not isinstance(doc, Mapping) or set(doc) - {"rules", "schedules", "rollout"}:
+        raise RulesError(
+            f"{origin}: expected a mapping with only 'rules', 'schedules' and 'rollout' keys"
+        )
     errors: list[str] = []
     merged = {name: tuple(delays) for name, delays in schedules.items()}
     new_schedules = doc.get("schedules") or {}

@@ -188,3 +188,17 @@ def test_the_old_azure_ad_section_says_where_it_went(good) -> None:
 def test_an_empty_estate_is_fine() -> None:
     estate = parse_estate({})
     assert not estate.adf.factories and not estate.databricks.workspaces and not estate.credentials
+
+
+def test_tags_of_factories_and_workspaces_scope_the_rollout(good) -> None:
+    good["adf"]["factories"]["ADF-Prod"]["tags"] = {"env": "prod", "tier": 1}
+    good["databricks"]["workspaces"]["2222"]["tags"] = {"env": "dev", "pii": True}
+    estate = parse_estate(good)
+    # factory names as alerts carry them (lower-cased); values compared as text
+    assert estate.tags == {
+        "adf-prod": {"env": "prod", "tier": "1"},
+        "2222": {"env": "dev", "pii": "true"},
+    }
+    good["adf"]["factories"]["adf-other"]["tags"] = ["prod"]
+    with pytest.raises(EstateError, match="estate.adf.factories.adf-other.tags"):
+        parse_estate(good)
