@@ -52,9 +52,9 @@ class ChainPolicy:
 
     def mode_for(self, alert: Any, classification: Classification) -> tuple[str, str]:
         """The mode for this failure and what set it (a rollout row, or the global mode)."""
-        if self.rollout is None or not self.rollout.rows:
+        if self.rollout is None:
             return self.mode, "global mode"
-        return replace(self.rollout, default_mode=self.mode).decide(alert, classification)
+        return self.rollout.decide(alert, classification, default=self.mode)
 
 
 @dataclass(frozen=True)

@@ -91,13 +91,20 @@ class Rollout:
     default_mode: str = "automatic"
     target_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
-    def decide(self, alert: Alert, classification: Classification) -> tuple[str, str]:
-        """``(mode, why)``: the mode for this failure and the row (or default) that set it."""
+    def match(self, alert: Alert, classification: Classification) -> RolloutRow | None:
+        """The first row that covers this failure, if any."""
         tags = self.target_tags.get(alert.scope.lower(), {})
-        for row in self.rows:
-            if row.matches(alert, classification, tags):
-                return row.mode, f"rollout row {row.name!r}"
-        return self.default_mode, "global mode"
+        return next((r for r in self.rows if r.matches(alert, classification, tags)), None)
+
+    def decide(
+        self, alert: Alert, classification: Classification, *, default: str | None = None
+    ) -> tuple[str, str]:
+        """``(mode, why)``: the mode for this failure and the row that set it, or the global
+        mode (``default``, else ``default_mode``) where no row matches."""
+        row = self.match(alert, classification)
+        if row is None:
+            return default or self.default_mode, "global mode"
+        return row.mode, f"rollout row {row.name!r}"
 
     def table_rows(self) -> list[dict[str, Any]]:
         """What ``pipemedic policy`` prints: every row, then the default."""

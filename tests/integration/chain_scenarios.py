@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,20 @@ async def wait_for_state(bootstrap: str, state: str, count: int, timeout_s: floa
                 if row["state"] == state:
                     seen[row["chain_id"]] = row
     return list(seen.values())
+
+
+async def rows_until(
+    bootstrap: str,
+    done: Callable[[list[dict]], bool],
+    timeout_s: float,
+    *,
+    topic: str = routing.OUTCOMES,
+    record: str = "outcome",
+) -> list[dict]:
+    """Items of ``topic`` from its beginning until ``done(items)`` or the timeout."""
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    async with RecordTail(bootstrap, topic, record) as tail:
+        while time.monotonic() < deadline and not done(found):
+            found += await tail.poll(300)
+    return found

@@ -7,21 +7,10 @@ import time
 
 import pytest
 
-from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
-from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rows_until, rules_file, world
 
 pytestmark = pytest.mark.integration
-
-
-async def _rows_until(bootstrap: str, done, seconds: float) -> list[dict]:
-    rows: list[dict] = []
-    deadline = time.monotonic() + seconds
-    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
-        while time.monotonic() < deadline and not done(rows):
-            rows += await tail.poll(300)
-    return rows
 
 
 def _final(rows: list[dict]) -> dict[str, dict]:
@@ -42,7 +31,7 @@ def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
         action_cost_usd={"retry_pipeline": 0.4},
     ) as stack:
         stack.send_raw([gateway_alert("Costly", run_id) for run_id in first])
-        rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 3, 60))
+        rows = asyncio.run(rows_until(stack.bootstrap, lambda r: len(_final(r)) == 3, 60))
         ended = _final(rows)
         assert sorted(r["state"] for r in ended.values()) == ["manual", "resolved", "resolved"]
         held = [r for r in ended.values() if r["state"] == "manual"]
@@ -60,7 +49,7 @@ def test_actions_past_the_daily_cap_go_to_people_even_after_a_restart(tmp_path):
             assert time.monotonic() < deadline, worker.metrics()
             time.sleep(0.2)
         stack.send_raw([gateway_alert("Costly", run_id) for run_id in later])
-        rows = asyncio.run(_rows_until(stack.bootstrap, lambda r: len(_final(r)) == 5, 60))
+        rows = asyncio.run(rows_until(stack.bootstrap, lambda r: len(_final(r)) == 5, 60))
         calls = stack.simulator.count("POST", "*/createRun")
     late = {run: row for run, row in _final(rows).items() if run in later}
     assert {r["state"] for r in late.values()} == {"manual"}, late

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
 from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rows_until, rules_file, world
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +35,6 @@ async def _poison(bootstrap: str) -> None:
         await producer.stop()
 
 
-async def _collect(bootstrap: str, topic: str, record: str, done, seconds: float) -> list[dict]:
-    found: list[dict] = []
-    deadline = time.monotonic() + seconds
-    async with RecordTail(bootstrap, topic, record) as tail:
-        while time.monotonic() < deadline and not done(found):
-            found += await tail.poll(300)
-    return found
-
-
 def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(tmp_path):
     rules = rules_file(tmp_path, {"GatewayTimeout": [1]})
     with EmbeddedStack(
@@ -54,22 +43,18 @@ def test_undecodable_internal_messages_are_dead_lettered_and_the_worker_goes_on(
         stack.worker.wait_ready()
         asyncio.run(_poison(stack.bootstrap))
         letters = asyncio.run(
-            _collect(
+            rows_until(
                 stack.bootstrap,
-                routing.DEAD_LETTER,
-                "dead_letter",
                 lambda found: len(found) >= len(POISONED) + 1,
                 30,
+                topic=routing.DEAD_LETTER,
+                record="dead_letter",
             )
         )
         stack.send_raw([gateway_alert("P", guid("after-poison"))])
         rows = asyncio.run(
-            _collect(
-                stack.bootstrap,
-                routing.OUTCOMES,
-                "outcome",
-                lambda found: any(r["state"] == "resolved" for r in found),
-                60,
+            rows_until(
+                stack.bootstrap, lambda found: any(r["state"] == "resolved" for r in found), 60
             )
         )
         alive = stack.worker.alive

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import yaml
 
-from pipemedic.runtime import RecordTail
 from pipemedic.stack import EmbeddedStack
-from streams.policy import routing
-from tests.integration.chain_scenarios import gateway_alert, guid, world
+from tests.integration.chain_scenarios import gateway_alert, guid, rows_until, world
 
 pytestmark = pytest.mark.integration
-
-
-async def _rows_until(bootstrap: str, done, seconds: float) -> list[dict]:
-    rows: list[dict] = []
-    deadline = time.monotonic() + seconds
-    async with RecordTail(bootstrap, routing.OUTCOMES, "outcome") as tail:
-        while time.monotonic() < deadline and not done(rows):
-            rows += await tail.poll(300)
-    return rows
 
 
 def test_the_pilot_scope_acts_and_the_rest_only_observes(tmp_path):
@@ -47,7 +35,7 @@ def test_the_pilot_scope_acts_and_the_rest_only_observes(tmp_path):
     with EmbeddedStack(tmp_path, scenario, rules_file=rules, mode="automatic") as stack:
         stack.send_raw([gateway_alert("Pilot_Load", pilot), gateway_alert("Finance_Close", other)])
         rows = asyncio.run(
-            _rows_until(
+            rows_until(
                 stack.bootstrap,
                 lambda rows: (
                     {r["run_id"] for r in rows if r["state"] in ("resolved", "manual")}
