@@ -22,6 +22,7 @@ from streams.policy.breaker import Breakers, target_of
 from streams.policy.budget import Budget
 from streams.policy.model import Action, ActionRequest, Step
 from streams.policy.names import INVALID_NAME, invalid_name
+from streams.policy.pauses import Pauses, hold
 from streams.policy.steps import (
     Effects,
     Status,
@@ -60,6 +61,7 @@ class StepRunner:
         budget: Budget,
         *,
         procedure: Procedure | None = None,
+        pauses: Pauses | None = None,
     ):
         self.topology = topology
         self.clock = topology.clock
@@ -71,6 +73,7 @@ class StepRunner:
         self.procedure = procedure or procedure_for(action, platforms.estate)
         self.config = config
         self.breakers = breakers
+        self.pauses = pauses or Pauses()
         self.gated = action != Action.MANUAL.value  # paging people is never held back
         # actions the daily cost cap applies to: costed ones, when there is a cap
         self.metered = self.gated and self.cost_usd > 0 and budget.cap_usd > 0
@@ -98,6 +101,16 @@ class StepRunner:
                 now_ms=now,
                 config=self.config,
             )
+        # the kill switch holds new platform writes; verification (reads) goes on
+        pause = (
+            self.pauses.covering(alert)
+            if self.gated and request.step == Step.EXECUTE.value
+            else None
+        )
+        if pause is not None:
+            self._counted(request, "paused")
+            recheck_s = self.topology.settings.pause_recheck_s
+            return hold(request, pause, recheck_s=recheck_s, now_ms=now)
         breaker = self.breakers.for_target(target_of(alert.source, alert.scope))
         wait_s = breaker.wait_s(now / 1000) if self.gated else 0.0
         if wait_s > 0:
@@ -142,14 +155,16 @@ class StepRunner:
                 self.budget.refund(self.cost_usd, now)  # nothing was started: nothing spent
 
 
-def register(topology: Topology, platforms: Platforms, budget: Budget) -> None:
+def register(
+    topology: Topology, platforms: Platforms, budget: Budget, pauses: Pauses | None = None
+) -> None:
     app = topology.app
     settings = topology.settings
     config = settings.step_config()
     # one breaker per platform target, shared by every action of this worker
     breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
     for action, topic in topology.actions.items():
-        runner = StepRunner(topology, platforms, action, config, breakers, budget)
+        runner = StepRunner(topology, platforms, action, config, breakers, budget, pauses=pauses)
         app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(
             _body(runner, settings.executor_concurrency)
         )

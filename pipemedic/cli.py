@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--by", default=os.environ.get("USER", "someone"), help="who decides ($USER)"
     )
     approve.add_argument("--reason", default="", help="why, recorded with the decision")
+    for name, doing in (("pause", "stop new actions"), ("resume", "let actions go again")):
+        switch = command(name, f"kill switch: {doing} on a scope, on every worker")
+        switch.add_argument(
+            "--scope",
+            default="*",
+            help="* (everything, the default) or factory names / workspace ids, shell pattern",
+        )
+        switch.add_argument("--reason", default="", help="why, recorded with it")
+        switch.add_argument(
+            "--by", default=os.environ.get("USER", "someone"), help="who does it ($USER)"
+        )
     waiting = command("approvals", "list the chains waiting for a decision (approval mode)")
     waiting.add_argument("--json", action="store_true", help=as_json)
 
@@ -401,6 +412,30 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    from pipemedic.runtime import send_pause
+
+    paused = args.command == "pause"
+    settings = _settings()
+    on_broker(
+        settings,
+        lambda c: send_pause(
+            c,
+            args.scope,
+            paused=paused,
+            by=args.by,
+            reason=args.reason,
+            topic_prefix=settings.topic_prefix,
+        ),
+    )
+    scope = "everything" if args.scope == "*" else f"scope {args.scope}"
+    if paused:
+        print(f"paused: {scope} (new actions wait; pipemedic resume --scope '{args.scope}')")
+    else:
+        print(f"resumed: {scope} (a pause of a wider scope still holds)")
+    return 0
+
+
 def add_transfer_commands(command: Callable[[str, str], Any], as_json: str) -> None:
     """capture and replay (pipemedic/capture.py, pipemedic/replay.py)."""
     cap = command("capture", "record a topic (keys, values, headers, times) into a JSONL file")
@@ -584,6 +619,8 @@ COMMANDS = {
     "topics": cmd_topics,
     "send": cmd_send,
     "approve": cmd_approve,
+    "pause": cmd_pause,
+    "resume": cmd_pause,
     "approvals": cmd_approvals,
     "simulator": cmd_simulator,
     "capture": cmd_capture,

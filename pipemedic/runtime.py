@@ -229,3 +229,35 @@ async def send_decision(
         )
     finally:
         await producer.stop()
+
+
+async def send_pause(
+    bootstrap: str | kafka.ClientOptions,
+    scope: str,
+    *,
+    paused: bool,
+    by: str,
+    reason: str = "",
+    topic_prefix: str = "",
+) -> None:
+    """The kill switch: pause (or resume) new actions on ``scope`` for every worker, and its
+    audit row. The control record goes first: the row never says more than was done."""
+    from streams.codecs import encode, encode_items
+    from streams.policy.model import Pause
+    from streams.policy.pauses import control_row
+    from streams.policy.routing import CONTROL, OUTCOMES, prefixed
+
+    pause = Pause(scope=scope, paused=paused, by=by, reason=reason, at=int(time.time() * 1000))
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            prefixed(CONTROL, topic_prefix), encode("pause", pause.to_dict()), key=scope.encode()
+        )
+        await producer.send_and_wait(
+            prefixed(OUTCOMES, topic_prefix),
+            encode_items("outcome", [control_row(pause).to_dict()]),
+            key=f"control|{scope}".encode(),
+        )
+    finally:
+        await producer.stop()

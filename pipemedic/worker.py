@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from agents import approvals as approval_links
-from agents import chains, dedup, delay, enrich, execute, ingest, metrics, record, webhooks
+from agents import (
+    chains,
+    control,
+    dedup,
+    delay,
+    enrich,
+    execute,
+    ingest,
+    metrics,
+    record,
+    webhooks,
+)
 from agents import notify as notify_stage
 from agents.platforms import Platforms
 from pipemedic.reporting import clickhouse_config
@@ -22,6 +33,7 @@ from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
 from streams.policy.budget import Budget
 from streams.policy.model import Action
+from streams.policy.pauses import Pauses
 from streams.policy.rollout import Rollout
 from streams.policy.rules import (
     DEFAULT_RULES,
@@ -104,7 +116,10 @@ def build_worker(settings: Settings) -> Topology:
     delay.register(topology)
     # one spend ledger per worker, shared by its executors and kept current by the recorder
     budget = Budget(cap_usd=settings.daily_cost_cap_usd)
-    execute.register(topology, platforms, budget)
+    # the kill switch: every worker follows the control topic whole
+    pauses = Pauses()
+    control.register(topology, pauses)
+    execute.register(topology, platforms, budget, pauses)
     record.register(topology, writer, budget)
     notify_stage.register(topology, estate)
     approval_links.register(topology)

@@ -32,6 +32,7 @@ _ORDER = (
     "action_request",
     "outcome",
     "dead_letter",
+    "pause",
     "classified_alert_batch",
     "chain_event_batch",
     "outcome_batch",

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # per platform target: consecutive transient/throttled failures that open its breaker,
     # and how long it stays open before one call may test the target again
     breaker_threshold: int = 5
+    # an action held by `pipemedic pause` is looked at again this often (a delay tier)
+    pause_recheck_s: float = 5.0
     breaker_cooldown_s: float = 60.0
     # our own Databricks rate limits, calls per second per workspace (bursts of one second's
     # worth); the defaults are what Databricks documents for jobs/runs/get and jobs/run-now
@@ -150,7 +152,12 @@ class Settings(BaseSettings):
 
     def internal_delays_s(self) -> tuple[float, ...]:
         """Waits the executors schedule themselves; each needs a delay tier too."""
-        return (self.verify_poll_s, self.upstream_recheck_s, *self.transient_backoff_s)
+        return (
+            self.verify_poll_s,
+            self.upstream_recheck_s,
+            self.pause_recheck_s,
+            *self.transient_backoff_s,
+        )
 
     @property
     def faust_dir(self) -> Path:

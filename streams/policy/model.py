@@ -410,3 +410,22 @@ def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     obj = object.__new__(cls)
     obj.__dict__.update(values)
     return obj
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The kill switch, one record per scope on the ``control`` topic (keyed by scope, so a
+    compacted topic keeps the latest word on each). ``paused`` false is the resume."""
+
+    scope: str  # "*" (everything) or a target: factory name / workspace id, shell pattern
+    paused: bool
+    by: str
+    reason: str
+    at: int  # epoch ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pause:
+        return _from_dict(cls, data)

@@ -61,8 +61,9 @@ class Delivery(enum.StrEnum):
 DELIVERY_STATES = frozenset(d.value for d in Delivery)
 APPROVAL_REFUSED = "approval_refused"  # an approval link was tampered with, expired or reused
 EXPIRED = "expired"  # an approval request nobody decided in time
-# rows about telling people and their links: not chain transitions (the chains view skips them)
-SIDE_STATES = DELIVERY_STATES | {APPROVAL_REFUSED}
+# rows about telling people and their links, and the kill switch's pauses and resumes
+# (streams/policy/pauses.py): not chain transitions (the chains view skips them)
+SIDE_STATES = DELIVERY_STATES | {APPROVAL_REFUSED, "paused", "resumed"}
 
 EXPIRED_DETAIL = "expired: no decision within"
 

@@ -24,6 +24,8 @@ DEAD_LETTER = "dead-letter"
 # remediation; a notification travels as an ActionRequest of this action (retries included)
 NOTIFICATIONS = "notifications"
 NOTIFY = "notify"
+# the kill switch: pause/resume records keyed by scope, read whole by every worker
+CONTROL = "control"
 
 
 def prefixed(name: str, prefix: str = "") -> str:
@@ -56,6 +58,7 @@ def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
         OUTCOMES,
         DEAD_LETTER,
         NOTIFICATIONS,
+        CONTROL,
         *all_action_topics(),
         *(backoff.tier_topic(t) for t in tiers),
     )

@@ -81,6 +81,7 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         ["simulator"],
         ["demo", "--timeout", "soon"],
         ["rules", "--nope"],
+        ["pause", "--scope"],
     ],
     ids=repr,
 )
@@ -120,6 +121,14 @@ def expected_failures() -> list[tuple[str, list[str], dict[str, str], dict[str, 
             "bad PIPEMEDIC_BROKER_URL",
         ),
         ("approve: no broker", ["approve", "c1"], {}, {"PIPEMEDIC_BROKER_URL": refused}, "broker"),
+        ("pause: no broker", ["pause"], {}, {"PIPEMEDIC_BROKER_URL": refused}, "broker"),
+        (
+            "resume: no broker",
+            ["resume", "--scope", "x"],
+            {},
+            {"PIPEMEDIC_BROKER_URL": refused},
+            "broker",
+        ),
         ("topics: no broker", ["topics"], {}, {"PIPEMEDIC_BROKER_URL": refused}, "broker"),
         (
             "bad setting",
