@@ -103,7 +103,9 @@ async def settle(rounds: int = 20) -> None:
 def fake_topology(*, partitions: int = 4, tiers: tuple[int, ...] = (5, 30), clock=None):
     """What the agents read of a :class:`streams.app.Topology`, with recording topics."""
     return SimpleNamespace(
-        settings=SimpleNamespace(partitions=partitions, executor_linger_s=0.05, pause_recheck_s=5.0),
+        settings=SimpleNamespace(
+            partitions=partitions, executor_linger_s=0.05, pause_recheck_s=5.0
+        ),
         classified=RecordingTopic(),
         chain_events=RecordingTopic(),
         outcomes=RecordingTopic(),
