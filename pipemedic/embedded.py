@@ -141,6 +141,17 @@ async def _answers_metadata(bootstrap: str) -> bool:
             await admin.close()
 
 
+def topic_config(name: str) -> dict[str, str]:
+    """Topics whose latest record per key is the state itself are compacted, never deleted
+    after retention: Faust's table changelogs and the kill switch's ``control`` topic (a pause
+    must outlive any retention). The rest keep the broker's delete policy."""
+    from streams.policy.routing import CONTROL
+
+    if name.endswith(("-changelog", CONTROL)):  # prefixed or not
+        return {"cleanup.policy": "compact"}
+    return {}
+
+
 async def create_topics(bootstrap: Any, names: Iterable[str], partitions: int) -> list[str]:
     """Create the missing topics with ``partitions`` each; returns the names it created.
     ``bootstrap``: an address or the client options of :mod:`pipemedic.kafka`."""
@@ -152,7 +163,9 @@ async def create_topics(bootstrap: Any, names: Iterable[str], partitions: int) -
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+            await admin.create_topics(
+                [NewTopic(n, partitions, 1, topic_configs=topic_config(n)) for n in missing]
+            )
         return missing
     finally:
         await admin.close()

@@ -177,3 +177,12 @@ def test_dockerfile_builds_what_the_package_needs() -> None:
         assert f"COPY {folder} ./{folder}" in text and (ROOT / folder).is_dir()
     assert 'CMD ["pipemedic", "worker"]' in text
     assert re.search(r"^USER (?!root)", text, re.M)
+
+
+def test_state_topics_are_compacted_the_rest_deleted() -> None:
+    from pipemedic.embedded import topic_config
+
+    compact = {"cleanup.policy": "compact"}
+    assert topic_config("pipemedic-chains-changelog") == compact
+    assert topic_config("control") == compact == topic_config("shadow-control")
+    assert topic_config("alerts-raw") == {} == topic_config("delay-5s")
