@@ -219,16 +219,9 @@ async def send_decision(
         alert=Alert(alert_id=f"decision:{chain_id}", source="", kind=""),
         detail=detail,
     )
-    producer = kafka.producer(bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            prefixed(CHAIN_EVENTS, topic_prefix),
-            encode_items("chain_event", [event.to_dict()]),
-            key=chain_id.encode(),
-        )
-    finally:
-        await producer.stop()
+    topic = prefixed(CHAIN_EVENTS, topic_prefix)
+    value = encode_items("chain_event", [event.to_dict()])
+    await _send_in_order(bootstrap, [(topic, chain_id.encode(), value)])
 
 
 async def send_pause(
@@ -248,16 +241,27 @@ async def send_pause(
     from streams.policy.routing import CONTROL, OUTCOMES, prefixed
 
     pause = Pause(scope=scope, paused=paused, by=by, reason=reason, at=int(time.time() * 1000))
+    await _send_in_order(
+        bootstrap,
+        [
+            (prefixed(CONTROL, topic_prefix), scope.encode(), encode("pause", pause.to_dict())),
+            (
+                prefixed(OUTCOMES, topic_prefix),
+                f"control|{scope}".encode(),
+                encode_items("outcome", [control_row(pause).to_dict()]),
+            ),
+        ],
+    )
+
+
+async def _send_in_order(
+    bootstrap: str | kafka.ClientOptions, messages: Iterable[tuple[str, bytes, bytes]]
+) -> None:
+    """Send ``(topic, key, value)`` messages, each acknowledged before the next goes."""
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(
-            prefixed(CONTROL, topic_prefix), encode("pause", pause.to_dict()), key=scope.encode()
-        )
-        await producer.send_and_wait(
-            prefixed(OUTCOMES, topic_prefix),
-            encode_items("outcome", [control_row(pause).to_dict()]),
-            key=f"control|{scope}".encode(),
-        )
+        for topic, key, value in messages:
+            await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()

@@ -21,6 +21,7 @@ from agents import (
     execute,
     ingest,
     metrics,
+    rebalance,
     record,
     webhooks,
 )
@@ -125,6 +126,7 @@ def build_worker(settings: Settings) -> Topology:
     approval_links.register(topology)
     webhooks.register(topology)
     metrics.register(topology, budget)
+    rebalance.register(topology)
     return topology
 
 

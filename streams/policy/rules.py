@@ -450,13 +450,17 @@ def load_rules(
     catch-all (``position: last``); a new row needs ``error_type``, ``action``, ``risk`` and
     a non-empty ``match``. Every row that acts needs a schedule; Unknown stays manual.
     """
+    return parse_rules(_read(path), rules=rules, schedules=schedules, origin=str(path))
+
+
+def _read(path: str | Path) -> Any:
+    """A rules file as parsed YAML; unreadable or not YAML is a :class:`RulesError`."""
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise RulesError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {exc}") from None
-    return parse_rules(doc, rules=rules, schedules=schedules, origin=str(path))
 
 
 def load_rollout(path: str | Path | None) -> tuple[RolloutRow, ...]:
@@ -464,12 +468,7 @@ def load_rollout(path: str | Path | None) -> tuple[RolloutRow, ...]:
     a file."""
     if path is None:
         return ()
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+    doc = _read(path)
     try:
         return parse_rollout((doc or {}).get("rollout"), origin=str(path))
     except RolloutError as exc:
