@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from types import SimpleNamespace
-
 from aiokafka.structs import TopicPartition as TP
 
 from agents.rebalance import never_committed, rebalance_over, reread_never_committed
+from tests.agents.helpers import fake_faust_app
 
 
 class Consumer:
@@ -53,22 +51,10 @@ async def test_nothing_assigned_nothing_sought():
     assert await reread_never_committed(consumer) == [] and consumer.seeks == []
 
 
-def app(generation=1, *, rebalancing=False, in_recovery=False, recovered=True):
-    completed = asyncio.Event()
-    if recovered:
-        completed.set()
-    return SimpleNamespace(
-        consumer_generation_id=generation,
-        rebalancing=rebalancing,
-        in_recovery=in_recovery,
-        tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)),
-    )
-
-
 def test_a_rebalance_is_handled_once_it_is_over_and_only_once():
-    assert rebalance_over(app(rebalancing=True), None) is None
-    assert rebalance_over(app(in_recovery=True), None) is None
-    assert rebalance_over(app(recovered=False), None) is None
-    assert rebalance_over(app(1), None) == 1
-    assert rebalance_over(app(1), 1) is None  # handled already
-    assert rebalance_over(app(2), 1) == 2  # the next rebalance
+    assert rebalance_over(fake_faust_app(rebalancing=True), None) is None
+    assert rebalance_over(fake_faust_app(in_recovery=True), None) is None
+    assert rebalance_over(fake_faust_app(recovered=False), None) is None
+    assert rebalance_over(fake_faust_app(generation=1), None) == 1
+    assert rebalance_over(fake_faust_app(generation=1), 1) is None  # handled already
+    assert rebalance_over(fake_faust_app(generation=2), 1) == 2  # the next rebalance
