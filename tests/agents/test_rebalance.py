@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiokafka.structs import TopicPartition as TP
 
-from agents.rebalance import never_committed, rebalance_over, reread_never_committed
-from tests.agents.helpers import fake_faust_app
+from agents.rebalance import never_committed, reread_never_committed
 
 
 class Consumer:
@@ -49,12 +48,3 @@ async def test_they_go_back_to_their_earliest_offset():
 async def test_nothing_assigned_nothing_sought():
     consumer = Consumer({})
     assert await reread_never_committed(consumer) == [] and consumer.seeks == []
-
-
-def test_a_rebalance_is_handled_once_it_is_over_and_only_once():
-    assert rebalance_over(fake_faust_app(rebalancing=True), None) is None
-    assert rebalance_over(fake_faust_app(in_recovery=True), None) is None
-    assert rebalance_over(fake_faust_app(recovered=False), None) is None
-    assert rebalance_over(fake_faust_app(generation=1), None) == 1
-    assert rebalance_over(fake_faust_app(generation=1), 1) is None  # handled already
-    assert rebalance_over(fake_faust_app(generation=2), 1) == 2  # the next rebalance
