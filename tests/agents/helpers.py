@@ -135,15 +135,12 @@ async def drive(clock: ManualClock, awaitable, *, step_s: float = 0.01, max_step
     raise AssertionError(f"still waiting after {max_steps * step_s:g} s of clock time")
 
 
-def fake_faust_app(
-    *, generation=1, rebalancing=False, in_recovery=False, recovered=True, assigned=("tp",)
-):
-    """What readiness and the after-rebalance seek read of a Faust app."""
+def fake_faust_app(*, rebalancing=False, in_recovery=False, recovered=True, assigned=("tp",)):
+    """What readiness reads of a Faust app."""
     completed = asyncio.Event()
     if recovered:
         completed.set()
     return SimpleNamespace(
-        consumer_generation_id=generation,
         rebalancing=rebalancing,
         in_recovery=in_recovery,
         tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)),
