@@ -28,6 +28,12 @@ referenced by name (several tenants and app registrations can live in one estate
         "1234567890": {host: https://adb-1.azuredatabricks.net, auth: pat, token: env:DBX_TOKEN}
         "2222": {host: ..., auth: oauth-m2m, client_id: ..., client_secret: env:DBX_SP_SECRET}
         "3333": {host: ..., auth: azure, credential: corp-sp}   # Entra ID token
+        "4444":
+          host: ...
+          token: env:DBX_TOKEN_4
+          sql_warehouse_id: 1a2b3c4d5e6f7a8b   # runs the DDL below (statement execution)
+          tables:                              # a missing table pipemedic may create
+            main.sales.orders: CREATE TABLE IF NOT EXISTS main.sales.orders (id BIGINT) USING DELTA
       library_fallbacks: {pandas: ["2.1.0", "2.0.3", "1.5.3"]}
       threads: 64
     playbooks:  # an action listed here calls the webhook instead of the platform API
@@ -49,6 +55,7 @@ from streams.adapters.credentials import CREDENTIAL_TYPES, CredentialSpec, Secre
 from streams.adapters.playbook import PlaybookConfig
 from streams.estate_notifications import NotificationsSection
 from streams.policy.rollout import tags_of
+from streams.policy.tables import ddl_problem
 
 
 class EstateError(ValueError):
@@ -91,6 +98,23 @@ class DatabricksWorkspace(_Section):
     client_secret: SecretRef | None = None
     credential: str | None = None
     tags: dict[str, str | int | bool] = {}  # e.g. env: prod, for the rollout table's scopes
+    # the SQL warehouse that runs ``tables``' DDL, and catalog.schema.table -> its DDL: one
+    # CREATE TABLE IF NOT EXISTS of that table (streams/policy/tables.py), run with approval
+    sql_warehouse_id: str | None = None
+    tables: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _tables_runnable(self) -> DatabricksWorkspace:
+        if self.tables and not self.sql_warehouse_id:
+            raise ValueError("tables need sql_warehouse_id (the warehouse that runs their DDL)")
+        problems = [
+            f"tables.{name}: {problem}"
+            for name, ddl in self.tables.items()
+            if (problem := ddl_problem(name, ddl))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _fields_of_its_auth(self) -> DatabricksWorkspace:

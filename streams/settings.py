@@ -100,6 +100,7 @@ class Settings(BaseSettings):
             "restart_cluster": 2.00,
             "scale_cluster": 3.00,
             "library_fallback": 2.00,
+            "create_table": 0.50,
             "manual": 0.0,
         }
     )

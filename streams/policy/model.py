@@ -49,6 +49,7 @@ class Action(enum.StrEnum):
     LIBRARY_FALLBACK = "library_fallback"
     UPSTREAM_CHECK = "upstream_check"
     SCALE_CLUSTER = "scale_cluster"
+    CREATE_TABLE = "create_table"  # the estate's DDL for a missing table, then a repair
     MANUAL = "manual"
 
 

@@ -72,6 +72,25 @@ def _failed(task: Mapping[str, Any]) -> bool:
     ) == "INTERNAL_ERROR"
 
 
+def failed_task_runs(run: Any, sub_id: str = "", limit: int = 5) -> tuple[str, ...]:
+    """The run ids of the failed tasks whose ``runs/get-output`` explains the failure: the
+    latest attempt of each failed task (only ``sub_id``'s for a task webhook), at most
+    ``limit``. Nothing for a run that is still going or malformed."""
+    if not isinstance(run, Mapping):
+        return ()
+    try:
+        state = mapping(run.get("state"), "state")
+        if state.get("life_cycle_state") in ACTIVE_STATES:
+            return ()
+        tasks = [task for task in _latest_attempts(run.get("tasks")) if _failed(task)]
+        if sub_id:
+            tasks = [t for t in tasks if t.get("task_key") == sub_id] or tasks
+        ids = [ident(task.get("run_id"), "task.run_id") for task in tasks]
+    except NormalizeError:
+        return ()
+    return tuple(i for i in ids if i)[:limit]
+
+
 def _code(
     state: Mapping[str, Any], status: Mapping[str, Any], fallback: tuple[str, str]
 ) -> tuple[str, str, str]:

@@ -35,6 +35,16 @@ CLUSTER_STATE: Mapping[str, Status] = {
     "UNKNOWN": Status.PENDING,
 }
 
+# SQL statement state -> step status while verifying a table's DDL
+STATEMENT_STATE: Mapping[str, Status] = {
+    "PENDING": Status.PENDING,
+    "RUNNING": Status.PENDING,
+    "SUCCEEDED": Status.SUCCEEDED,
+    "CLOSED": Status.SUCCEEDED,  # succeeded, and its result already released
+    "FAILED": Status.FAILED,
+    "CANCELED": Status.FAILED,
+}
+
 # Databricks job run life cycle (+ result) -> step status while verifying a repair / run
 _RUN_PENDING = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY"}
 

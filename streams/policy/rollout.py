@@ -19,6 +19,11 @@ done (an ``observed`` row) and is handed to people. The reads that decide - enri
 (``queryPipelineRuns``, ``runs/get``) and nothing else - still happen, since without them
 the classification itself would be a guess. ``approval`` holds the action until a person
 says yes. Pure: no I/O but reading the YAML document handed in.
+
+Some actions ask first whatever the global mode (:data:`GUARDED_ACTIONS`): running a table's
+DDL changes a schema, so ``create_table`` is at least ``approval``; a stricter mode
+(``observe``) still wins. Only a row that names the error type itself
+(``error_types: [DatabricksTableNotFound]``) may set a looser mode for it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from typing import Any
 from streams.policy.model import Alert, Classification, Risk, Source
 
 MODES = ("observe", "approval", "automatic")
+_STRICTNESS = {"automatic": 0, "approval": 1, "observe": 2}
+# action -> the least strict mode it runs in unless a row naming its error type says otherwise
+GUARDED_ACTIONS: Mapping[str, str] = {"create_table": "approval"}
 _KEYS = frozenset(
     {"name", "mode", "targets", "tags", "pipelines", "sources", "error_types", "risks", "note"}
 )
@@ -90,6 +98,7 @@ class Rollout:
     rows: tuple[RolloutRow, ...] = ()
     default_mode: str = "automatic"
     target_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    guarded: Mapping[str, str] = field(default_factory=lambda: dict(GUARDED_ACTIONS))
 
     def match(self, alert: Alert, classification: Classification) -> RolloutRow | None:
         """The first row that covers this failure, if any."""
@@ -103,8 +112,14 @@ class Rollout:
         mode (``default``, else ``default_mode``) where no row matches."""
         row = self.match(alert, classification)
         if row is None:
-            return default or self.default_mode, "global mode"
-        return row.mode, f"rollout row {row.name!r}"
+            mode, why = default or self.default_mode, "global mode"
+        else:
+            mode, why = row.mode, f"rollout row {row.name!r}"
+        floor = self.guarded.get(classification.action)
+        named = row is not None and classification.error_type in row.error_types
+        if floor and not named and _STRICTNESS.get(mode, 0) < _STRICTNESS[floor]:
+            return floor, f"{classification.action} always asks first"
+        return mode, why
 
     def table_rows(self) -> list[dict[str, Any]]:
         """What ``pipemedic policy`` prints: every row, then the default."""

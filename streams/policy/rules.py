@@ -39,6 +39,7 @@ RUNS = (Kind.JOB_RUN.value, Kind.TASK_RUN.value)
 CLUSTER = (Kind.CLUSTER.value,)
 LIBRARY = (Kind.LIBRARY.value,)
 RETRY, RESTART, REPAIR = Action.RETRY_PIPELINE, Action.RESTART_CLUSTER, Action.REPAIR_JOB
+CREATE = Action.CREATE_TABLE
 MANUAL, UPSTREAM, FALLBACK, SCALE = (
     Action.MANUAL,
     Action.UPSTREAM_CHECK,
@@ -109,14 +110,29 @@ LIBRARY_FAILED = (
     r"LIBRARY_INSTALLATION_ERROR|Library installation failed|Library resolution failed"
     r"|Could not find a version that satisfies|No matching distribution found|ResolutionImpossible"
 )
-OOM = r"OutOfMemory|out of memory|GC overhead limit exceeded|exceeding memory limits|DRIVER_OUT_OF_MEMORY"
+OOM = (
+    r"OutOfMemory|out of memory|GC overhead limit exceeded|exceeding memory limits|DRIVER_OUT_OF_MEMORY"
+    r"|ExecutorLostFailure|Lost executor|executor lost"
+)
 DRIVER_DOWN = (
     r"driver (?:is )?(?:not responding|unresponsive|unreachable|unavailable)"
     r"|spark driver has stopped unexpectedly|lost connection to (?:the )?driver"
 )
-SPARK_TRANSIENT = (
-    r"FetchFailed|ExecutorLostFailure|Remote RPC client disassociated|RpcTimeoutException"
-    r"|Broken pipe|Connection reset"
+SPARK_TRANSIENT = (  # shuffle, network and storage hiccups: a repair reruns the task
+    r"FetchFailed|Remote RPC client disassociated|RpcTimeoutException|Broken pipe"
+    r"|Connection reset|Connection refused|SocketTimeoutException|UnknownHostException"
+    r"|ServerBusy|Server Busy|The server is busy|Service Unavailable|ServiceUnavailable"
+    r"|TEMPORARILY_UNAVAILABLE|SlowDown|, 503, |StatusCode=503|status code 503|HTTP 503"
+)
+# user code and data: a rerun fails the same way (run output: AnalysisException, a JVM or
+# Python exception raised by the job's own code, an assertion)
+CODE_ERROR = (
+    r"AnalysisException|NullPointerException|AssertionError|assertion failed|requirement failed"
+    r"|IllegalArgumentException|IllegalStateException|ClassCastException|NumberFormatException"
+    r"|ArithmeticException|IndexOutOfBoundsException|NoSuchElementException|ParseException"
+    r"|PARSE_SYNTAX_ERROR|CAST_INVALID_INPUT|DIVIDE_BY_ZERO|ARITHMETIC_OVERFLOW|PythonException"
+    r"|KeyError|ValueError|TypeError|IndexError|AttributeError|NameError|ZeroDivisionError"
+    r"|ModuleNotFoundError|ImportError|SyntaxError|NotImplementedError|UnboundLocalError"
 )
 SPARK = r"SparkException|Py4JJavaError|AnalysisException|org\.apache\.spark"
 PERMISSION_CODES = (
@@ -242,8 +258,8 @@ R = Rule
 DEFAULT_RULES: tuple[Rule, ...] = (
     R("unmatched", "Unmatched", MANUAL, MEDIUM, code_source=UNMATCHED, code=UNMATCHED, note="the alert fired, but no failed run was found in its window: a person should look"),
     # -- never automated: credentials, permissions, configuration, schema, data integrity
-    R("adf-token-expired", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="3200", note="Databricks access token expired: rotate the linked-service credential"),
-    R("adf-credential-invalid", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="412[12]", note="credential expired or invalid"),
+    R("adf-token-expired", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="3200", note="the Databricks access token of the ADF linked service expired: rotate it there; never retried"),
+    R("adf-credential-invalid", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="412[12]", note="the Azure ML linked-service credential expired or is invalid: rotate it there; never retried"),
     R("adf-auth", "AuthenticationError", MANUAL, MEDIUM, source=ADF, text=AUTH, note="authentication failures are never automated"),
     R("dbx-permission-code", "DatabricksPermissionDenied", MANUAL, HIGH, source=DBX, code=PERMISSION_CODES, note="needs an access grant"),
     R("dbx-permission", "DatabricksPermissionDenied", MANUAL, HIGH, source=DBX, text=PERMISSION, note="needs an access grant"),
@@ -252,14 +268,16 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     R("dbx-configuration", "ConfigurationError", MANUAL, HIGH, source=DBX, code=CONFIG_CODES, note="fix the job or cluster configuration"),
     R("adf-column", "UserErrorColumnNameInvalid", MANUAL, HIGH, source=ADF, text=COLUMN, note="needs a schema change"),
     R("schema-mismatch", "SchemaMismatchError", MANUAL, HIGH, text=SCHEMA, note="schema changes are never automated"),
-    R("adf-data-type", "UserErrorInvalidDataType", MANUAL, MEDIUM, source=ADF, text=DATA_TYPE, note="auto-cast is not implemented"),
+    R("adf-data-type", "UserErrorInvalidDataType", MANUAL, MEDIUM, source=ADF, text=DATA_TYPE, note="auto-cast would change the pipeline, which pipemedic never does: column and types go to people"),
     R("data-integrity", "DataIntegrityError", MANUAL, HIGH, text=INTEGRITY, note="data integrity fixes are never automated"),
-    R("dbx-table-missing", "DatabricksTableNotFound", MANUAL, MEDIUM, source=DBX, text=TABLE_MISSING, note="create-if-missing needs DDL; not automated"),
+    R("dbx-table-create", "DatabricksTableNotFound", CREATE, MEDIUM, source=DBX, kinds=RUNS, text=TABLE_MISSING, facts={"table_ddl": "estate"}, note="the estate's DDL creates it (with approval), then the run is repaired"),
+    R("dbx-table-missing", "DatabricksTableNotFound", MANUAL, MEDIUM, source=DBX, text=TABLE_MISSING, note="no DDL for this table in the estate: create it, then repair the run"),
     # -- specific remediations
     R("adf-source-missing", "UserErrorSourceBlobNotExists", UPSTREAM, LOW, source=ADF, text=SOURCE_MISSING),
     R("dbx-library-cluster", "LibraryInstallFailed", FALLBACK, LOW, source=DBX, kinds=LIBRARY),
     R("dbx-library-run", "DatabricksLibraryInstallationError", FALLBACK, LOW, source=DBX, kinds=RUNS, text=LIBRARY_FAILED),
-    R("dbx-out-of-memory", "DatabricksResourceExhausted", SCALE, MEDIUM, source=DBX, text=OOM),
+    R("dbx-out-of-memory", "DatabricksResourceExhausted", SCALE, MEDIUM, source=DBX, text=OOM, note="scaled within its autoscale limits; a failed run is then repaired"),
+    R("dbx-code-error", "DatabricksJobExecutionError", MANUAL, MEDIUM, source=DBX, kinds=RUNS, text=CODE_ERROR, note="the job's code or data failed: a rerun fails the same way"),
     R("dbx-quota-cluster", "ThrottlingError", RESTART, LOW, source=DBX, kinds=CLUSTER, code=QUOTA_CODES),
     R("dbx-quota-run", "ThrottlingError", REPAIR, LOW, source=DBX, kinds=RUNS, code=JOB_LIMIT_CODES),
     R("dbx-driver-event", "DatabricksDriverNotResponding", RESTART, LOW, source=DBX, kinds=CLUSTER, code_source="cluster_event", code="DRIVER_NOT_RESPONDING|DRIVER_UNAVAILABLE"),
@@ -314,6 +332,7 @@ DEFAULT_SCHEDULES: Mapping[str, tuple[int, ...]] = MappingProxyType(
         "DatabricksResourceExhausted": (60,),
         "DatabricksJobExecutionError": (60, 300),
         "DatabricksSparkException": (60, 300),
+        "DatabricksTableNotFound": (5,),  # approval comes first anyway
     }
 )
 

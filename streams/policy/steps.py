@@ -5,6 +5,11 @@ An executor runs one step (execute or verify) against a platform and reports a
 that into effects; they never call anything. Transient platform errors retry the *same*
 step through the delay tiers (honouring Retry-After) a bounded number of times; a failed
 fix re-enters the chain as a new failure, so attempts keep counting.
+
+Some fixes prepare the ground for the failed run rather than rerun it (more workers, a
+missing table): when one of them worked, its follow-up (:data:`FOLLOW_UPS`, a repair of the
+run) is scheduled as an action of its own, at once, and the chain resolves only when that
+one does. The follow-up goes through every gate an action does (kill switch, breaker, cost).
 """
 
 from __future__ import annotations
@@ -22,11 +27,21 @@ from streams.policy.model import (
     ChainEvent,
     ChainEventKind,
     ClassifiedAlert,
+    Kind,
     Outcome,
     OutcomeState,
     Signal,
     Step,
 )
+
+# (action that worked, kind of the failed object) -> the action that then fixes the failure
+FOLLOW_UPS: Mapping[tuple[str, str], str] = {
+    (Action.SCALE_CLUSTER.value, Kind.JOB_RUN.value): Action.REPAIR_JOB.value,
+    (Action.SCALE_CLUSTER.value, Kind.TASK_RUN.value): Action.REPAIR_JOB.value,
+    (Action.CREATE_TABLE.value, Kind.JOB_RUN.value): Action.REPAIR_JOB.value,
+    (Action.CREATE_TABLE.value, Kind.TASK_RUN.value): Action.REPAIR_JOB.value,
+}
+FOLLOWS = "follows"  # context key: the action a follow-up comes after
 
 
 class Status(enum.StrEnum):
@@ -84,7 +99,7 @@ def after_step(
                 "repair_id": report.repair_id,
             },
             due_at=now_ms + int(config.verify_poll_s * 1000),
-            action_id=f"{request.chain_id}#{request.attempt}:verify",
+            action_id=_verify_id(request),
         )
         executed = _event(
             request, ChainEventKind.EXECUTED, now_ms, report.detail, new_run_id=run_ref
@@ -98,6 +113,9 @@ def after_step(
     if report.status is Status.SUCCEEDED:
         if request.action == Action.MANUAL.value:
             return Effects()  # people were told; the chain closed when it was handed to them
+        then = FOLLOW_UPS.get((request.action, request.alert.kind))
+        if then is not None and request.alert.run_id:
+            return Effects(requests=(_follow_up(request, then, now_ms),))
         resolved = _event(request, ChainEventKind.RESOLVED, now_ms, report.detail or "verified")
         return Effects(chain_events=(resolved,))
     if report.status is Status.FAILED:
@@ -187,6 +205,28 @@ def defer(request: ActionRequest, *, wait_s: float, reason: str, now_ms: int) ->
         due_at=again.due_at,
     )
     return Effects(requests=(again,), outcomes=(row,))
+
+
+def _verify_id(request: ActionRequest) -> str:
+    follows = request.context.get(FOLLOWS)
+    base = f"{request.chain_id}#{request.attempt}:verify"
+    return f"{base}:{request.action}" if follows else base
+
+
+def _follow_up(request: ActionRequest, action: str, now_ms: int) -> ActionRequest:
+    """The next action of a fix that worked, due now, its own execute step."""
+    return replace(
+        request,
+        action_id=f"{request.chain_id}#{request.attempt}:{action}",
+        action=action,
+        step=Step.EXECUTE.value,
+        poll=0,
+        due_at=now_ms,
+        tier="",
+        hop_due_at=0,
+        reason=f"after {request.action}",
+        context={FOLLOWS: request.action},
+    )
 
 
 def _run_ref(report: StepReport) -> str:

@@ -11,7 +11,9 @@ import pytest
 
 from streams.policy.model import Action, Alert, Kind, Signal, Source
 from streams.policy.normalize import alerts_from_databricks_run, normalize, unmatched_alert
+from streams.policy.root_cause import trimmed_output
 from streams.policy.rules import DEFAULT_RULES, DEFAULT_SCHEDULES, Rule, classify
+from streams.policy.tables import with_table_facts
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
 NOW = 1_715_090_000_000
@@ -118,6 +120,69 @@ def task_failed(message: str, result: str = "FAILED") -> list[Alert]:
     )
 
 
+def task_output(error: str, trace: str = "", *, ddl_for: tuple[str, ...] = ()) -> list[Alert]:
+    """A run whose failed task says only "Task ingest failed"; the real error is in its
+    ``runs/get-output`` (documented shape: ``metadata``, ``error``, ``error_trace``), trimmed
+    as enrichment keeps it. ``ddl_for``: tables the estate holds a DDL for."""
+    webhook = _webhook()
+    task = {
+        "task_key": "ingest",
+        "run_id": 2112892,
+        "attempt_number": 0,
+        "end_time": 1715090099000,
+        "state": {
+            "life_cycle_state": "TERMINATED",
+            "result_state": "FAILED",
+            "state_message": "Task ingest failed with message: Workload failed, see run output for details.",
+        },
+    }
+    run = {
+        "job_id": 39832,
+        "run_id": 455644833,
+        "run_name": "orders_nightly",
+        "end_time": 1715090100000,
+        "state": {"life_cycle_state": "TERMINATED", "result_state": "FAILED"},
+        "status": {
+            "state": "TERMINATED",
+            "termination_details": {"code": "RUN_EXECUTION_ERROR", "type": "CLIENT_ERROR"},
+        },
+        "tasks": [task],
+    }
+    output = {"metadata": {**task, "job_id": 39832}, "error": error}
+    if trace:
+        output["error_trace"] = trace
+    found = alerts_from_databricks_run(
+        webhook, run, received_at_ms=NOW, outputs={"2112892": trimmed_output(output)}
+    )
+    return [with_table_facts(alert, ddl_for) for alert in found]
+
+
+OOM_LOST = (
+    "org.apache.spark.SparkException: Job aborted due to stage failure: Task 2 in stage 7.0 "
+    "failed 4 times, most recent failure: Lost task 2.3 in stage 7.0 (TID 88) (10.139.64.5 "
+    "executor 3): ExecutorLostFailure (executor 3 exited caused by one of the running tasks) "
+    "Reason: Command exited with code 137"
+)
+FETCH_FAILED = (
+    "org.apache.spark.shuffle.FetchFailedException: Failed to connect to /10.139.64.7:4048",
+    "org.apache.spark.shuffle.FetchFailedException: Failed to connect to /10.139.64.7:4048\n"
+    "\tat org.apache.spark.storage.ShuffleBlockFetcherIterator.throwFetchFailedException\n"
+    "Caused by: java.io.IOException: Connection reset by peer",
+)
+STORAGE_503 = (
+    "shaded.databricks.azurebfs.org.apache.hadoop.fs.azurebfs.contracts.exceptions."
+    'AbfsRestOperationException: Operation failed: "The server is busy.", 503, PUT, '
+    "https://lake.dfs.core.windows.net/raw/orders/part-0001.parquet?action=flush"
+)
+PYTHON_ERROR = (
+    "ZeroDivisionError: division by zero",
+    "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m\n"
+    "\x1b[0;31mZeroDivisionError\x1b[0m                         Traceback (most recent call last)\n"
+    "File \x1b[0;32m<command-4412>:3\x1b[0m\n----> 3 ratio = total / count\n"
+    "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero",
+)
+
+
 def simple_alert(code: str, message: str) -> list[Alert]:
     payload = {
         "data": {
@@ -165,7 +230,9 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("adf-data-type", lambda: adf_activity("2200", "ErrorCode=TypeConversionFailure,Exception occurred when converting value 'abc' for column name 'qty' from type 'String' to type 'Int32'."), "UserErrorInvalidDataType", Action.MANUAL),
     ("data-integrity", lambda: adf_activity("2200", "Violation of PRIMARY KEY constraint 'PK_orders'. Cannot insert duplicate key in object 'dbo.orders'."), "DataIntegrityError", Action.MANUAL),
     ("data-integrity", lambda: task_failed("[DELTA_VIOLATE_CONSTRAINT_WITH_VALUES] CHECK constraint amount_positive violated by row"), "DataIntegrityError", Action.MANUAL),
+    ("dbx-table-create", lambda: task_output("[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`sales`.`orders` cannot be found. Verify the spelling and correctness of the schema and catalog.", ddl_for=("main.sales.orders",)), "DatabricksTableNotFound", Action.CREATE_TABLE),
     ("dbx-table-missing", lambda: task_failed("[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`sales`.`orders` cannot be found."), "DatabricksTableNotFound", Action.MANUAL),
+    ("dbx-table-missing", lambda: task_output("[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`sales`.`orders` cannot be found.", ddl_for=("main.sales.customers",)), "DatabricksTableNotFound", Action.MANUAL),
     ("adf-source-missing", from_fixture("adf_diagnostic_mixed_batch.json"), "UserErrorSourceBlobNotExists", Action.UPSTREAM_CHECK),
     ("adf-source-missing", lambda: simple_alert("UserErrorSourceBlobNotExists", "The required Blob is missing."), "UserErrorSourceBlobNotExists", Action.UPSTREAM_CHECK),
     ("dbx-library-cluster", from_fixture("databricks_library_install_failed.json"), "LibraryInstallFailed", Action.LIBRARY_FALLBACK),
@@ -173,6 +240,15 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("dbx-library-run", lambda: job_run("LIBRARY_INSTALLATION_ERROR", "CLIENT_ERROR", message="Could not find a version that satisfies the requirement foo==9.9"), "DatabricksLibraryInstallationError", Action.LIBRARY_FALLBACK),
     ("dbx-out-of-memory", lambda: cluster_terminated("DRIVER_OUT_OF_MEMORY", "CLIENT_ERROR"), "DatabricksResourceExhausted", Action.SCALE_CLUSTER),
     ("dbx-out-of-memory", lambda: task_failed("java.lang.OutOfMemoryError: Java heap space"), "DatabricksResourceExhausted", Action.SCALE_CLUSTER),
+    # the real error only in runs/get-output: out of memory, executor lost, GC overhead -> scale
+    ("dbx-out-of-memory", lambda: task_output(OOM_LOST), "DatabricksResourceExhausted", Action.SCALE_CLUSTER),
+    ("dbx-out-of-memory", lambda: task_output("java.lang.OutOfMemoryError: GC overhead limit exceeded", "java.lang.OutOfMemoryError: GC overhead limit exceeded\n\tat java.util.Arrays.copyOf(Arrays.java:3332)"), "DatabricksResourceExhausted", Action.SCALE_CLUSTER),
+    # code and data errors -> people, with the first lines of the trace
+    ("dbx-code-error", lambda: task_output("org.apache.spark.SparkException: Job aborted due to stage failure: java.lang.ArithmeticException: / by zero"), "DatabricksJobExecutionError", Action.MANUAL),
+    ("dbx-code-error", lambda: task_output("pyspark.errors.exceptions.captured.AnalysisException: [UNRESOLVED_ROUTINE] Cannot resolve function `normalise_sku` on search path [`system`.`builtin`]."), "DatabricksJobExecutionError", Action.MANUAL),
+    ("dbx-code-error", lambda: task_output("java.lang.NullPointerException", "java.lang.NullPointerException\n\tat com.acme.orders.Enrich.apply(Enrich.scala:42)"), "DatabricksJobExecutionError", Action.MANUAL),
+    ("dbx-code-error", lambda: task_output(*PYTHON_ERROR), "DatabricksJobExecutionError", Action.MANUAL),
+    ("dbx-code-error", lambda: task_output("AssertionError: expected 1200 rows in orders_daily, found 0"), "DatabricksJobExecutionError", Action.MANUAL),
     ("dbx-quota-cluster", lambda: cluster_terminated("AZURE_QUOTA_EXCEEDED_EXCEPTION", "CLIENT_ERROR"), "ThrottlingError", Action.RESTART_CLUSTER),
     ("dbx-quota-run", lambda: job_run("CLUSTER_REQUEST_LIMIT_EXCEEDED", "CLIENT_ERROR"), "ThrottlingError", Action.REPAIR_JOB),
     ("dbx-driver-event", from_fixture("databricks_cluster_events.json"), "DatabricksDriverNotResponding", Action.RESTART_CLUSTER),
@@ -183,7 +259,10 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("dbx-cluster-lost", lambda: cluster_terminated("COMMUNICATION_LOST", None), "ClusterUnexpectedTermination", Action.RESTART_CLUSTER),
     ("dbx-timeout", lambda: task_failed("Run timed out", result="TIMEDOUT"), "DatabricksTimeoutError", Action.REPAIR_JOB),
     ("dbx-spark-transient", lambda: task_failed("org.apache.spark.SparkException: Job aborted due to stage failure: org.apache.spark.shuffle.FetchFailedException"), "DatabricksSparkException", Action.REPAIR_JOB),
-    ("dbx-spark", lambda: task_failed("org.apache.spark.SparkException: Job aborted due to stage failure: java.lang.ArithmeticException: / by zero"), "DatabricksSparkException", Action.MANUAL),
+    # transient cloud, storage or network errors in the output -> repair
+    ("dbx-spark-transient", lambda: task_output(*FETCH_FAILED), "DatabricksSparkException", Action.REPAIR_JOB),
+    ("dbx-spark-transient", lambda: task_output(STORAGE_503), "DatabricksSparkException", Action.REPAIR_JOB),
+    ("dbx-spark", lambda: task_failed("org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in stage 3.0 failed 4 times"), "DatabricksSparkException", Action.MANUAL),
     ("dbx-run-platform", lambda: job_run("CLOUD_FAILURE", "CLOUD_FAILURE"), "DatabricksJobExecutionError", Action.REPAIR_JOB),
     ("dbx-run-platform-type", lambda: job_run("", "INTERNAL_ERROR"), "DatabricksJobExecutionError", Action.REPAIR_JOB),
     ("dbx-run-user", lambda: job_run("RUN_EXECUTION_ERROR", "", message="Workload failed, see run output for details"), "DatabricksJobExecutionError", Action.MANUAL),
