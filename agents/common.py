@@ -83,7 +83,10 @@ async def dead_letter(
         key=key_of(message),
         headers=headers_of(message),
     )
-    await topology.dead_letter.send(key=reason, value=encode("dead_letter", letter.to_dict()))
+    kept = await topology.dead_letter.send(
+        key=reason, value=encode("dead_letter", letter.to_dict())
+    )
+    await kept  # the broker has the letter before a row says it was kept
     where = origin_of(message)
     log.warning("dead-lettered %s: %s (%s)", where, reason, error[:200])
     if not audit:

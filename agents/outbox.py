@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -43,9 +44,10 @@ class Outbox:
     Items keep their order within a partition, which is all Kafka promised for single
     messages too. Requests are routed when added: those due go to their action topic one
     message each (executors act on them one by one), those that must wait go to their delay
-    tier in one batch per tier partition. ``flush`` sends; callers write their tables only
-    after it. A send the producer gives up on (broker unreachable past its own retries) is
-    tried again after ``retry_delays_s``; what was sent already is not sent again.
+    tier in one batch per tier partition. ``flush`` returns once the broker has acknowledged
+    everything, the next steps before the outcome rows; callers write their tables only after
+    it. A send the producer gives up on (broker unreachable past its own retries) is tried
+    again after ``retry_delays_s``; what the broker acknowledged is not sent again.
     """
 
     def __init__(
@@ -108,38 +110,57 @@ class Outbox:
                 await self.topology.clock.sleep(delay_s)
 
     async def _send_pending(self) -> None:
+        """Send what carries the next steps, wait until the broker has every one of them,
+        and only then the outcome rows that say those steps happened: a crash in between
+        may lose a claim (the input is read again from its last commit), never a step."""
         topology = self.topology
-        for partition in list(self.classified):
-            items = self.classified[partition]
-            await _send_batch(topology.classified, "classified_alert", items, partition)
-            del self.classified[partition]
-        for partition in list(self.chain_events):
-            items = self.chain_events[partition]
-            await _send_batch(topology.chain_events, "chain_event", items, partition)
-            del self.chain_events[partition]
-        for place in list(self.waiting):
-            tier_s, partition = place
-            topic = topology.delays[tier_s]
-            await _send_batch(topic, "action_request", self.waiting[place], partition)
-            del self.waiting[place]
-        while self.due:
-            request = self.due[0]
-            notice = request.action == routing.NOTIFY  # people are told on their own topic
-            topic = topology.notify if notice else topology.actions[request.action]
-            await topic.send(
-                key=request.chain_id, value=encode("action_request", request.to_dict())
-            )
-            self.due.pop(0)
+        sends: list[tuple[Awaitable[Any], Callable[[], None]]] = []
+        try:
+            for partition, items in self.classified.items():
+                sent = await _send_batch(topology.classified, "classified_alert", items, partition)
+                sends.append((sent, partial(self.classified.pop, partition)))
+            for partition, items in self.chain_events.items():
+                sent = await _send_batch(topology.chain_events, "chain_event", items, partition)
+                sends.append((sent, partial(self.chain_events.pop, partition)))
+            for place, items in self.waiting.items():
+                tier_s, partition = place
+                topic = topology.delays[tier_s]
+                sent = await _send_batch(topic, "action_request", items, partition)
+                sends.append((sent, partial(self.waiting.pop, place)))
+            for request in self.due:
+                notice = request.action == routing.NOTIFY  # people are told on their own topic
+                topic = topology.notify if notice else topology.actions[request.action]
+                sent = await topic.send(
+                    key=request.chain_id, value=encode("action_request", request.to_dict())
+                )
+                sends.append((sent, partial(self.due.remove, request)))
+        finally:  # what the producer took is waited for, even when a later send failed
+            await _delivered(sends)
         if self.outcomes:  # the sink keeps no state: any partition will do
-            await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
-            self.outcomes = []
+            sent = await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
+            await _delivered([(sent, self.outcomes.clear)])
+
+
+async def _delivered(sends: list[tuple[Awaitable[Any], Callable[[], None]]]) -> None:
+    """Wait for the broker's acknowledgement of every send; each one acknowledged is done
+    (``forget`` drops it from the outbox), the first failure is raised once all have ended,
+    so a retry sends again only what the broker did not take."""
+    results = await asyncio.gather(*(sent for sent, _ in sends), return_exceptions=True)
+    failure = None
+    for (_, forget), result in zip(sends, results, strict=True):
+        if isinstance(result, BaseException):
+            failure = failure or result
+        else:
+            forget()
+    if failure is not None:
+        raise failure
 
 
 class SharedOutbox:
     """One :class:`Outbox` for many concurrent steps: what steps finish within ``linger_s``
     of each other is sent together, so the stages downstream get a few full batches
-    instead of one small message per step. ``send`` returns once the effects are handed to
-    the producer; the caller acknowledges its record only then.
+    instead of one small message per step. ``send`` returns once the broker has acknowledged
+    the effects; the caller acknowledges its record only then.
     """
 
     def __init__(
@@ -189,16 +210,19 @@ MAX_BATCH_BYTES = 512 * 1024
 
 async def _send_batch(
     topic: Any, record: str, items: list[tuple[str, dict[str, Any]]], partition: int | None
-) -> None:
-    """One message with ``items`` (halved until each part fits ``MAX_BATCH_BYTES``), keyed by
-    its first item, whose key hashes to the partition the batch goes to."""
+) -> Awaitable[Any]:
+    """Hand ``items`` to the producer as one message (halved until each part fits
+    ``MAX_BATCH_BYTES``), keyed by its first item, whose key hashes to the partition the batch
+    goes to. Returns what completes once the broker has every part."""
     body = encode_items(record, [value for _, value in items])
     if len(body) > MAX_BATCH_BYTES and len(items) > 1:
         half = len(items) // 2
-        await _send_batch(topic, record, items[:half], partition)
-        await _send_batch(topic, record, items[half:], partition)
-        return
-    await topic.send(key=items[0][0], value=body, partition=partition, value_serializer="raw")
+        first = await _send_batch(topic, record, items[:half], partition)
+        second = await _send_batch(topic, record, items[half:], partition)
+        return asyncio.gather(first, second)
+    return await topic.send(
+        key=items[0][0], value=body, partition=partition, value_serializer="raw"
+    )
 
 
 async def send_outcomes(topology: Topology, outcomes: Iterable[Outcome]) -> None:

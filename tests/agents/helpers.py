@@ -15,14 +15,36 @@ from streams.policy.model import ActionRequest, Alert, Classification
 
 @dataclass
 class RecordingTopic:
+    """Records what is sent. Like a Faust topic, ``send`` returns what completes once the
+    broker acknowledges: at once, or, with ``hold``, when the test calls ``acknowledge``."""
+
     sent: list[tuple[str, bytes, int | None]] = field(default_factory=list)
     fail: bool = False
+    hold: bool = False
+    unacknowledged: list[asyncio.Future] = field(default_factory=list)
 
     async def send(self, *, key, value, partition=None, value_serializer="raw"):
         assert value_serializer == "raw"  # the outbox encodes batches itself
         if self.fail:
             raise ConnectionError("broker gone")
         self.sent.append((key, value, partition))
+        return self._delivery()
+
+    def _delivery(self) -> asyncio.Future:
+        delivery = asyncio.get_running_loop().create_future()
+        if self.hold:
+            self.unacknowledged.append(delivery)
+        else:
+            delivery.set_result(None)
+        return delivery
+
+    def acknowledge(self, error: Exception | None = None) -> None:
+        for delivery in self.unacknowledged:
+            if error is None:
+                delivery.set_result(None)
+            else:
+                delivery.set_exception(error)
+        self.unacknowledged.clear()
 
 
 def request(chain_id: str, due_at: int) -> ActionRequest:

@@ -95,7 +95,7 @@ class GatedTopic(RecordingTopic):
     async def send(self, **kwargs):
         self.sending.set()
         await self.gate.wait()
-        await super().send(**kwargs)
+        return await super().send(**kwargs)
 
 
 async def test_a_message_offered_while_its_partition_is_being_released_still_fires():

@@ -139,6 +139,7 @@ class FlakyTopic(RecordingTopic):
             self.failures_left -= 1
             raise ConnectionError("broker unreachable")
         self.sent.append((key, value, partition))
+        return self._delivery()
 
 
 async def test_a_send_the_producer_gave_up_on_is_tried_again_and_nothing_is_sent_twice():
