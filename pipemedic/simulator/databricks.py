@@ -14,8 +14,9 @@ API requests must carry a token the workspace accepts: its PAT, a token issued b
 Azure Databricks' application id. None: 401 UNAUTHENTICATED; anything else: 403
 PERMISSION_DENIED "Invalid access token", as Databricks answers. When the SDK sends
 ``X-Databricks-Workspace-Id``, it must name the workspace. Behaviour lives in
-:mod:`~pipemedic.simulator.clusters` and :mod:`~pipemedic.simulator.jobs`; the table at the end
-maps each (method, path) to it.
+:mod:`~pipemedic.simulator.clusters`, :mod:`~pipemedic.simulator.jobs` and
+:mod:`~pipemedic.simulator.warehouses`; the table at the end maps each (method, path) to it
+(and ``GET .../sql/statements/{id}``, the one path with an id in it, to the warehouses).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aiohttp import web
 from pipemedic.simulator.clusters import ClustersSim
 from pipemedic.simulator.jobs import JobsSim
 from pipemedic.simulator.protocol import BODY, SimError
+from pipemedic.simulator.warehouses import WarehousesSim
 from pipemedic.simulator.world import WorkspaceSpec, World
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class Workspace:
         self.spec = spec
         self.clusters = ClustersSim(spec, clock)
         self.jobs = JobsSim(spec, clock)
+        self.warehouses = WarehousesSim(spec)
         self.principals = {sp.client_id: sp for sp in spec.service_principals}
         self.oauth_tokens: dict[str, float] = {}  # issued by /oidc/v1/token -> expires at
 
@@ -94,6 +97,8 @@ class DatabricksSim:
             return self._issue(workspace, request)
         self._authenticate(workspace, request)
         target = _OPERATIONS.get((request.method, tail))
+        if request.method == "GET" and tail.startswith(_STATEMENT):
+            return web.json_response(workspace.warehouses.get(tail.removeprefix(_STATEMENT)))
         if target is None:
             raise SimError(404, f"No API found for '{request.method} {tail}'", "ENDPOINT_NOT_FOUND")
         if request.method == "GET":
@@ -190,7 +195,10 @@ _API: tuple[tuple[str, tuple[str, ...], str, str, str], ...] = (
     ("GET", ("2.1", "2.2"), "jobs/runs/get", "jobs", "get_run"),
     ("POST", ("2.1", "2.2"), "jobs/runs/repair", "jobs", "repair"),
     ("POST", ("2.1", "2.2"), "jobs/run-now", "jobs", "run_now"),
+    ("GET", ("2.0", "2.1", "2.2"), "jobs/runs/get-output", "jobs", "get_output"),
+    ("POST", ("2.0",), "sql/statements", "warehouses", "execute"),
 )
+_STATEMENT = "/api/2.0/sql/statements/"
 
 _OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     (method, f"/api/{version}/{path}"): (part, name)

@@ -8,6 +8,11 @@ exactly one run per ``idempotency_token``. A repaired or new run shows RUNNING f
 ``runs`` per job; the last outcome repeats). Unknown runs and jobs answer 400
 INVALID_PARAMETER_VALUE "... does not exist", the form databricks-sdk turns into
 ``ResourceDoesNotExist`` for ``runs/get``.
+
+``runs/get-output`` answers for one task run (a job run of one task stands for its task; of
+several: 400, as Databricks refuses it): ``metadata`` (the task run), and for a failed task
+its ``error`` and ``error_trace`` (the world's, or the failure message of a failed repair),
+else an empty ``notebook_output``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class TaskState:
     state_message: str
     cluster_id: str
     attempt_number: int = 0
+    error: str = ""  # runs/get-output of this task run
+    error_trace: str = ""
 
     def failed(self) -> bool:
         return self.result_state in _FAILED or self.life_cycle_state == "INTERNAL_ERROR"
@@ -110,6 +117,25 @@ class RunState:
             run["repair_history"] = self.history
         return run
 
+    def output_of(self, task: TaskState) -> dict[str, Any]:
+        """``runs/get-output`` of one of this run's task runs."""
+        metadata = {
+            **task.as_json(),
+            "job_id": self.job.job_id,
+            "run_name": task.task_key,
+            "original_attempt_run_id": task.run_id,
+            "run_type": "JOB_RUN",
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "run_page_url": f"https://sim.databricks/#job/{self.job.job_id}/run/{task.run_id}",
+        }
+        if not task.failed():
+            return {"metadata": metadata, "notebook_output": {}}
+        output: dict[str, Any] = {"metadata": metadata, "error": task.error or task.state_message}
+        if task.error_trace:
+            output["error_trace"] = task.error_trace
+        return output
+
 
 class JobsSim:
     def __init__(self, spec: WorkspaceSpec, clock: Callable[[], float]) -> None:
@@ -161,6 +187,21 @@ class JobsSim:
                 self._finish(run)
         return run.as_json(str(params.get("include_history", "false")).lower() == "true")
 
+    def get_output(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        run_id = _number(params.get("run_id"), "run_id")
+        for run in self.runs.values():
+            for task in run.tasks:
+                if task.run_id == run_id:
+                    return run.output_of(task)
+        run = self._run(run_id)
+        if len(run.tasks) != 1:
+            raise SimError(
+                400,
+                "Retrieving the output of runs with multiple tasks is not supported. Please "
+                "retrieve the output of each individual task run instead.",
+            )
+        return run.output_of(run.tasks[0])
+
     def repair(self, body: Mapping[str, Any]) -> dict[str, Any]:
         run = self._run(body.get("run_id"))
         if run.life_cycle_state not in _FINISHED:
@@ -204,6 +245,7 @@ class JobsSim:
         for task in chosen:
             task.run_id, task.attempt_number = next(self._ids), task.attempt_number + 1
             task.life_cycle_state, task.result_state, task.state_message = "RUNNING", "", ""
+            task.error, task.error_trace = "", ""
             run.history[-1]["task_run_ids"].append(task.run_id)
         outcome = run.script[min(run.repairs_started, len(run.script) - 1)]
         run.repairs_started += 1
@@ -266,6 +308,7 @@ class JobsSim:
             task.state_message = (
                 message if index == 0 else ("" if ok else "An upstream task failed.")
             )
+            task.error = message if index == 0 else ""
         run.life_cycle_state, run.result_state, run.state_message = (
             "TERMINATED",
             run.outcome,
@@ -280,7 +323,14 @@ class JobsSim:
 
     def _task(self, spec: TaskSpec, life_cycle: str, result: str, message: str) -> TaskState:
         return TaskState(
-            spec.task_key, next(self._ids), life_cycle, result, message, spec.cluster_id
+            spec.task_key,
+            next(self._ids),
+            life_cycle,
+            result,
+            message,
+            spec.cluster_id,
+            error=spec.error if result else "",
+            error_trace=spec.error_trace if result else "",
         )
 
     def _run(self, value: Any) -> RunState:

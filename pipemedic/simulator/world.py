@@ -214,6 +214,8 @@ class TaskSpec:
     life_cycle_state: str = "TERMINATED"
     state_message: str = ""
     cluster_id: str = ""
+    error: str = ""  # what jobs/runs/get-output says of this task run (its real error)
+    error_trace: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,15 @@ class JobRunSpec:
 
 
 @dataclass(frozen=True)
+class WarehouseSpec:
+    """A SQL warehouse: runs statements (statement execution API)."""
+
+    warehouse_id: str
+    polls_to_finish: int = 1  # GETs of a statement that still show RUNNING
+    failing_statements: tuple[str, ...] = ()  # fnmatch patterns of statements that FAIL
+
+
+@dataclass(frozen=True)
 class ServicePrincipalSpec:
     """A Databricks service principal: OAuth M2M (``POST /oidc/v1/token``) with this secret."""
 
@@ -274,6 +285,8 @@ class WorkspaceSpec:
     jobs: tuple[JobSpec, ...] = ()
     runs: tuple[JobRunSpec, ...] = ()
     failing_libraries: tuple[str, ...] = ()  # PyPI specs whose installation FAILS
+    sql_warehouses: tuple[WarehouseSpec, ...] = ()
+    tables: tuple[str, ...] = ()  # catalog.schema.table names that exist
 
     def __post_init__(self) -> None:
         jobs = {job.job_id for job in self.jobs}

@@ -17,8 +17,13 @@ Decides what the SDK leaves open:
   empties the bucket, so the calls behind it hold back too.
 * **Alert content never shapes a call.** Workspace, job and run ids must be positive 64-bit
   integers, cluster ids letters, digits and dashes (``0923-164208-meows279``; older and pool clusters
-  vary, so only the characters are checked); anything else is ``BAD_REQUEST`` before a
-  request is built.
+  vary, so only the characters are checked), warehouse ids letters and digits, statement ids
+  hex digits and dashes; anything else is ``BAD_REQUEST`` before a request is built. The only
+  SQL sent is a statement the caller took from the estate (:mod:`streams.policy.tables`).
+* **Bounded answers.** ``runs/get-output`` may carry 5 MB of notebook output: only its
+  ``error`` and ``error_trace`` are kept, trimmed (:func:`streams.policy.root_cause.trimmed_output`).
+  A statement is submitted without waiting (``wait_timeout=0s``) and polled with
+  ``get_statement``.
 * **Domain shapes.** Answers become small frozen records
   (:mod:`streams.adapters.databricks_records`, re-exported here), errors become
   :class:`PlatformError` (table ``KIND_BY_ERROR``, first match wins), so nothing above this
@@ -50,11 +55,13 @@ from streams.adapters.databricks_records import (
     ClusterEvent,
     JobRun,
     LibraryStatus,
+    Statement,
     TaskRun,
     cluster_event_from_sdk,
     cluster_from_sdk,
     job_run_from_sdk,
     library_status_from_sdk,
+    statement_from_sdk,
 )
 from streams.adapters.databricks_workspace import (
     AuthType,
@@ -66,6 +73,7 @@ from streams.adapters.databricks_workspace import (
     connection_pool,
 )
 from streams.adapters.errors import ErrorKind, HeldBack, OutsideEstate, PlatformError
+from streams.policy.root_cause import trimmed_output
 from streams.policy.throttle import Rate, TokenBuckets
 
 T = TypeVar("T")
@@ -78,6 +86,7 @@ __all__ = [  # the records live in databricks_records; callers import them from 
     "JobRun",
     "KIND_BY_ERROR",
     "LibraryStatus",
+    "Statement",
     "TaskRun",
     "WorkspaceRef",
     "platform_error",
@@ -134,6 +143,8 @@ _DOES_NOT_EXIST = re.compile(r"does not exist|doesn't exist", re.IGNORECASE)
 # What an id from an alert may look like before it goes into a request.
 _NUMBER = re.compile(r"[1-9][0-9]{0,18}")  # workspace, job and run ids
 _CLUSTER_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,98}[A-Za-z0-9])?")
+_WAREHOUSE_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+_STATEMENT_ID = re.compile(r"[0-9A-Fa-f](?:[0-9A-Fa-f-]{0,62}[0-9A-Fa-f])?")
 
 
 class DatabricksClient:
@@ -249,6 +260,30 @@ class DatabricksClient:
         run_no = _number(run_id, "run id")
         run = await self._read(ws, lambda w: w.jobs.get_run(run_no, include_history=True))
         return run.as_dict()
+
+    async def get_run_output(self, ws: str, task_run_id: int | str) -> dict[str, str]:
+        """The ``error`` and ``error_trace`` of one task run's ``runs/get-output``, trimmed."""
+        run_no = _number(task_run_id, "task run id")
+        output = await self._read(ws, lambda w: w.jobs.get_run_output(run_no))
+        return trimmed_output(output.as_dict())
+
+    async def execute_statement(self, ws: str, warehouse_id: str, statement: str) -> Statement:
+        """Submit ``statement`` (from the estate, never from an alert) to a SQL warehouse;
+        returns at once (``wait_timeout=0s``), usually PENDING or RUNNING."""
+        warehouse = _checked(warehouse_id, _WAREHOUSE_ID, "warehouse id")
+        answer = await self._write(
+            ws,
+            lambda w: w.statement_execution.execute_statement(
+                statement, warehouse, wait_timeout="0s"
+            ),
+        )
+        return statement_from_sdk(answer)
+
+    async def get_statement(self, ws: str, statement_id: str) -> Statement:
+        sid = _checked(statement_id, _STATEMENT_ID, "statement id")
+        return statement_from_sdk(
+            await self._read(ws, lambda w: w.statement_execution.get_statement(sid))
+        )
 
     async def repair_run(self, ws: str, run_id: int | str, latest_repair_id: int | None) -> int:
         """Re-run the failed tasks of a finished run; returns the repair id (not awaited)."""
@@ -370,11 +405,13 @@ def _number(value: int | str, what: str) -> int:
 
 
 def _cluster_id(value: str) -> str:
-    if isinstance(value, str) and _CLUSTER_ID.fullmatch(value):
+    return _checked(value, _CLUSTER_ID, "cluster id")
+
+
+def _checked(value: str, form: re.Pattern[str], what: str) -> str:
+    if isinstance(value, str) and form.fullmatch(value):
         return value
-    raise PlatformError(
-        ErrorKind.BAD_REQUEST, f"Databricks cluster id {_shown(value)} cannot exist"
-    )
+    raise PlatformError(ErrorKind.BAD_REQUEST, f"Databricks {what} {_shown(value)} cannot exist")
 
 
 def _shown(value: object) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from databricks.sdk.service import compute, jobs
+from databricks.sdk.service import compute, jobs, sql
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,15 @@ class JobRun:
     attempt_number: int = 0
     latest_repair_id: int | None = None
     tasks: tuple[TaskRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A SQL statement on a warehouse (statement execution API)."""
+
+    statement_id: str
+    state: str  # PENDING | RUNNING | SUCCEEDED | FAILED | CANCELED | CLOSED
+    error: str = ""  # "<error_code>: <message>" when it failed
 
 
 def _name(value: Any) -> str:
@@ -143,4 +152,17 @@ def job_run_from_sdk(run: jobs.Run) -> JobRun:
         attempt_number=run.attempt_number or 0,
         latest_repair_id=repairs[-1] if repairs else None,
         tasks=tuple(_task_run(task) for task in run.tasks or ()),
+    )
+
+
+def statement_from_sdk(response: sql.StatementResponse) -> Statement:
+    status = response.status
+    error = status.error if status else None
+    said = ""
+    if error is not None:
+        said = ": ".join(part for part in (_name(error.error_code), error.message or "") if part)
+    return Statement(
+        statement_id=response.statement_id or "",
+        state=_name(status.state) if status else "",
+        error=said,
     )
