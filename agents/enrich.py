@@ -3,8 +3,12 @@
 ADF metric alerts name a pipeline but no run: ``queryPipelineRuns`` (failed, latest only, over
 the alert's window) gives one alert per failed run; none at all gives one ``Unmatched``
 failure, which ends with people, so an alert never vanishes. Databricks job webhooks carry no error
-detail: ``jobs/runs/get`` gives termination codes, failed tasks and their messages. The
-enriched alerts are classified and continue like any other.
+detail: ``jobs/runs/get`` gives termination codes and the failed tasks, and
+``jobs/runs/get-output`` of each failed task (a few at most, trimmed) their real error, which
+the task's ``state_message`` ("Task X failed") often is not. An output that cannot be read
+leaves the task's own message (``details.output`` says why). A missing table the error names
+is looked up in the workspace's estate DDL (:mod:`streams.policy.tables`). The enriched
+alerts are classified and continue like any other.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from streams.policy.normalize import (
     alerts_from_databricks_run,
     unmatched_alert,
 )
+from streams.policy.normalize_databricks_run import failed_task_runs
 from streams.policy.remedies import latest_repair_id
+from streams.policy.root_cause import MAX_TASK_OUTPUTS
 from streams.policy.rules import Classifier
+from streams.policy.tables import with_table_facts
 
 WINDOW_SLACK_MS = 5 * 60 * 1000
 
@@ -77,11 +84,25 @@ class Enricher:
             return alerts_from_adf_runs(alert, [_adf_run_json(r) for r in runs], received_at_ms=now)
         dbx = self.platforms.need_databricks()
         run = await dbx.get_run_json(alert.scope, alert.run_id)
-        found = alerts_from_databricks_run(alert, run, received_at_ms=now)
+        outputs, unread = {}, {}
+        for task_run in failed_task_runs(run, alert.sub_id, MAX_TASK_OUTPUTS):
+            try:
+                outputs[task_run] = await dbx.get_run_output(alert.scope, task_run)
+            except PlatformError as error:  # HeldBack included: the task's message will do
+                unread[task_run] = f"output not read ({error.kind.value})"
+        found = alerts_from_databricks_run(alert, run, received_at_ms=now, outputs=outputs)
+        workspace = self.platforms.estate.databricks.workspaces.get(alert.scope)
+        tables = workspace.tables if workspace is not None else {}
         repair_id = latest_repair_id(run)
-        if not repair_id:
-            return found
-        return [replace(a, details={**a.details, "repair_id": repair_id}) for a in found]
+        enriched = []
+        for each in found:
+            facts = {
+                "repair_id": repair_id,
+                "output": unread.get(each.details.get("task_run_id", ""), ""),
+            }
+            details = {**each.details, **{k: v for k, v in facts.items() if v}}
+            enriched.append(with_table_facts(replace(each, details=details), tables))
+        return enriched
 
 
 def _adf_run_json(run: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize_detailed
 from streams.policy.replays import marked, replay_mark
+from streams.policy.root_cause import explained
 from streams.policy.rules import Classifier
 from streams.policy.scope import EstateScope, ignored_row
 
@@ -30,12 +31,13 @@ from streams.policy.scope import EstateScope, ignored_row
 def classify_alert(
     alert: Alert, classifier: Classifier, *, received_at: int, origin: str
 ) -> ClassifiedAlert:
-    wants_class = alert.signal in (Signal.FAILURE.value, Signal.WAIT.value)
+    """The alert with its classification; a hand-off carries what people need to know
+    (:func:`streams.policy.root_cause.explained`)."""
+    classification = None
+    if alert.signal in (Signal.FAILURE.value, Signal.WAIT.value):
+        alert, classification = explained(alert, classifier(alert))
     return ClassifiedAlert(
-        alert=alert,
-        received_at=received_at,
-        origin=origin,
-        classification=classifier(alert) if wants_class else None,
+        alert=alert, received_at=received_at, origin=origin, classification=classification
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from agents.platforms import Platforms, Procedure
 from agents.procedures_adf import retry_pipeline, upstream_check, verify_adf_run
 from agents.procedures_databricks import (
+    create_table,
     library_fallback,
     repair_job,
     restart_cluster,
@@ -80,6 +81,7 @@ PROCEDURES: dict[str, Procedure] = {
     Action.SCALE_CLUSTER.value: scale_cluster,
     Action.LIBRARY_FALLBACK.value: library_fallback,
     Action.REPAIR_JOB.value: repair_job,
+    Action.CREATE_TABLE.value: create_table,
     Action.MANUAL.value: page_people,
 }
 

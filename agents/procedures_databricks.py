@@ -1,5 +1,5 @@
 """Databricks procedures: start or restart a cluster, scale it, fall back to another library
-version, repair a job run.
+version, repair a job run, create a missing table from the estate's DDL.
 
 Each reads the current state first (cluster state, library statuses, the run's repairs), so
 a redelivered request adopts what the first delivery began instead of starting another.
@@ -186,6 +186,35 @@ async def repair_job(request: ActionRequest, p: Platforms, now_ms: int) -> StepR
         new_run_id=str(run_id),
         repair_id=str(repair_id),
         detail=f"repair {repair_id} of run {run_id} (failed tasks only)",
+    )
+
+
+async def create_table(request: ActionRequest, p: Platforms, now_ms: int) -> StepReport:
+    """Run the estate's DDL for the missing table on the workspace's SQL warehouse; the
+    repair of the run follows once the statement succeeded (``steps.FOLLOW_UPS``). The DDL
+    is ``CREATE TABLE IF NOT EXISTS`` (checked when the estate loads), so a redelivery that
+    runs it again changes nothing."""
+    dbx = p.need_databricks()
+    ws, table = request.alert.scope, request.alert.details.get("table", "")
+    if request.step == Step.VERIFY.value:
+        statement = await dbx.get_statement(ws, request.context.get("statement_id", ""))
+        done = f"table {table} created" if statement.state == "SUCCEEDED" else statement.error
+        return StepReport(
+            remedies.STATEMENT_STATE.get(statement.state, Status.PENDING),
+            platform_status=statement.state,
+            detail=done,
+        )
+    workspace = p.estate.databricks.workspaces.get(ws)
+    ddl = workspace.tables.get(table) if workspace is not None else None
+    if workspace is None or not ddl or not workspace.sql_warehouse_id:
+        raise CannotRemediate(f"the estate holds no DDL for table {table or '(unnamed)'}")
+    statement = await dbx.execute_statement(ws, workspace.sql_warehouse_id, ddl)
+    return StepReport(
+        Status.STARTED,
+        platform_status=statement.state,
+        context={"statement_id": statement.statement_id},
+        detail=f"DDL of {table} on warehouse {workspace.sql_warehouse_id} "
+        f"(statement {statement.statement_id})",
     )
 
 

@@ -120,3 +120,81 @@ async def test_a_window_without_a_failed_run_ends_with_people_saying_why():
     assert record["alert"]["message"].startswith("unmatched: no failed run of Nightly_Aggregates")
     assert record["classification"]["error_type"] == "Unmatched"
     assert record["classification"]["action"] == "manual"
+
+
+# ---- Databricks: the run, then the output of each failed task ---------------------------------
+
+WS = "4417362907193652"
+DDL = "CREATE TABLE IF NOT EXISTS main.sales.orders (id BIGINT) USING DELTA"
+MISSING = "[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`sales`.`orders` cannot be found."
+
+
+@dataclass
+class RecordingDatabricks:
+    outputs: dict[str, object]  # task run id -> its trimmed output, or the error it raises
+    asked: list[str] = field(default_factory=list)
+
+    async def get_run_json(self, ws, run_id):
+        generic = {"life_cycle_state": "TERMINATED", "result_state": "FAILED"}
+        tasks = [
+            {"task_key": f"t{i}", "run_id": 100 + i, "state": {**generic, "state_message": f"Task t{i} failed"}}
+            for i in range(len(self.outputs))
+        ]  # fmt: skip
+        return {
+            "run_id": int(run_id),
+            "job_id": 7,
+            "run_name": "Rollup",
+            "state": generic,
+            "status": {"termination_details": {"code": "RUN_EXECUTION_ERROR", "type": "CLIENT_ERROR"}},
+            "tasks": tasks,
+        }  # fmt: skip
+
+    async def get_run_output(self, ws, task_run_id):
+        self.asked.append(task_run_id)
+        found = self.outputs[task_run_id]
+        if isinstance(found, PlatformError):
+            raise found
+        return found
+
+
+def job_webhook() -> bytes:
+    alert = Alert(
+        alert_id="w1", source="databricks", kind="job_run", signal=Signal.ENRICH.value,
+        scope=WS, run_id="911005", job_id="7", pipeline="Rollup",
+    )  # fmt: skip
+    return encode("classified_alert", ClassifiedAlert(alert=alert, received_at=1).to_dict())
+
+
+async def test_a_job_failure_is_classified_by_the_output_of_each_failed_task():
+    from streams.estate import parse_estate
+
+    dbx = RecordingDatabricks(
+        {
+            "100": {"error": "java.lang.OutOfMemoryError: GC overhead limit exceeded"},
+            "101": {"error": MISSING},
+            "102": PlatformError(ErrorKind.TRANSIENT, "503"),
+        }
+    )
+    workspace = {"host": "https://x", "token": "t", "sql_warehouse_id": "abc123"}
+    estate = parse_estate(
+        {"databricks": {"workspaces": {WS: {**workspace, "tables": {"main.sales.orders": DDL}}}}}
+    )
+    topo = fake_topology()
+    platforms = Platforms(estate=estate, adf=None, databricks=dbx, playbooks=None)
+    enrich = Enricher(topo, platforms, Classifier(DEFAULT_RULES, DEFAULT_SCHEDULES))
+    await enrich(SimpleNamespace(value=job_webhook()))
+    assert dbx.asked == ["100", "101", "102"]
+    items = {
+        item["alert"]["sub_id"]: item
+        for _, body, _ in topo.classified.sent
+        for item in decode_items("classified_alert", body)
+    }
+    assert {k: v["classification"]["action"] for k, v in items.items()} == {
+        "t0": "scale_cluster",
+        "t1": "create_table",
+        "t2": "manual",  # its output could not be read: "Task t2 failed" says nothing more
+    }
+    assert items["t1"]["alert"]["details"]["table"] == "main.sales.orders"
+    assert items["t2"]["alert"]["message"] == "Task t2 failed"
+    assert items["t2"]["alert"]["details"]["output"] == "output not read (transient)"
+    assert "output" not in items["t0"]["alert"]["details"]
