@@ -54,9 +54,12 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
 
 def write_estate(run_dir: Path, world: Any, sim: Any, extras: dict[str, Any] | None = None) -> Path:
     """An estate pointing every platform of ``world`` at the simulator ``sim`` (its ``url``,
-    ``https_url``): Azure AD and ARM over TLS, secrets in files beside the estate."""
+    ``https_url``): Azure AD and ARM over TLS, secrets in files beside the estate. ``extras``
+    adds sections; ``databricks.workspaces.<id>`` keys join that workspace's entry."""
     if extras is None:
         extras = yaml.safe_load((DEMO_DATA / "estate_extras.yaml").read_text()) or {}
+    databricks = dict(extras.get("databricks", {}))
+    per_workspace = databricks.pop("workspaces", {})  # e.g. sql_warehouse_id, tables
     aad = world.azure_ad
     estate = {
         "credentials": {
@@ -82,10 +85,14 @@ def write_estate(run_dir: Path, world: Any, sim: Any, extras: dict[str, Any] | N
         },
         "databricks": {
             "workspaces": {
-                w.workspace_id: {"host": f"{sim.url}/databricks/{w.workspace_id}", "token": w.token}
+                w.workspace_id: {
+                    "host": f"{sim.url}/databricks/{w.workspace_id}",
+                    "token": w.token,
+                    **per_workspace.get(w.workspace_id, {}),
+                }
                 for w in world.workspaces
             },
-            **extras.get("databricks", {}),
+            **databricks,
         },
         "playbooks": extras.get("playbooks", {}),
         # channels at the simulator's receivers (pipemedic/demo_notifications.py)

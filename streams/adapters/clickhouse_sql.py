@@ -132,6 +132,9 @@ SELECT
     argMaxIf(rk, t, rk != '') AS risk,
     argMaxIf(act, t, act != '') AS action,
     countIf(s = 'executed') AS actions_taken,
+    -- what was done, in order: e.g. scale_cluster,repair_job (a scale, then the run repaired)
+    arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArrayIf((t, act), s = 'executed'))), ',')
+        AS executed_actions,
     max(att) AS attempts,
     countIf(s = 'duplicate') AS duplicates,
     sum(cost) AS cost_usd,
@@ -194,7 +197,7 @@ ORDER BY error_type
 CHAIN_SUMMARIES = f"""
 SELECT
     chain_id, final_state, result, resolved_by, source, pipeline, error_type, risk, action,
-    actions_taken, attempts, duplicates, cost_usd,
+    actions_taken, executed_actions, attempts, duplicates, cost_usd,
     toUnixTimestamp64Milli(opened_at) AS opened_at,
     toUnixTimestamp64Milli(last_at) AS last_at,
     toUnixTimestamp64Milli(resolved_at) AS resolved_at,

@@ -296,6 +296,9 @@ def test_chain_summaries(store: OutcomeStore) -> None:
         9_000,
     )
     assert view(chains["B"]) == ("resolved", "gave_up", "people", 3, 3, "GatewayTimeout", 60_000)
+    # what was done, in the order it was done
+    assert chains["A"]["executed_actions"] == "retry_pipeline,retry_pipeline"
+    assert chains["C"]["executed_actions"] == ""
     assert view(chains["C"]) == ("manual", "manual", "", 0, 0, "UserErrorColumnNameInvalid", None)
     assert view(chains["D"]) == (
         "resolved",

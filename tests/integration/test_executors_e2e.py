@@ -403,7 +403,7 @@ def test_library_fallback_swaps_the_version_and_restarts_until_one_installs(esta
 
 def test_repair_job_reruns_failed_tasks_and_names_the_latest_repair(estate):
     s = estate.settled
-    repairs = s.calls_to("POST", "*/jobs/runs/repair")
+    repairs = [c for c in s.calls_to("POST", "*/jobs/runs/repair") if c.body["run_id"] == 931001]
     history = [h["id"] for h in estate.repaired_run["repair_history"] if h["type"] == "REPAIR"]
     assert len(repairs) == len(history) == 2
     assert repairs[0].body == {"run_id": 931001, "rerun_all_failed_tasks": True}
@@ -420,7 +420,10 @@ def test_scale_cluster_grows_a_fixed_size_cluster_by_half(estate):
     s = estate.settled
     (resize,) = [c for c in s.calls_to("POST", "*/clusters/resize") if c.body["cluster_id"] == BIG]
     assert resize.body == {"cluster_id": BIG, "num_workers": 6}
-    assert s.chains[f"dbx|{WS}|931003"]["final_state"] == "resolved"
+    # the job run that ran out of memory is then repaired on the larger cluster (issue 16)
+    (repair,) = [c for c in s.calls_to("POST", "*/jobs/runs/repair") if c.body["run_id"] == 931003]
+    assert repair.at > resize.at
+    assert ending(s, f"dbx|{WS}|931003") == ("resolved", 1, 2)
 
 
 def test_scale_cluster_raises_an_autoscaling_floor_capped_at_its_maximum(estate):
@@ -428,6 +431,8 @@ def test_scale_cluster_raises_an_autoscaling_floor_capped_at_its_maximum(estate)
     (resize,) = [c for c in s.calls_to("POST", "*/clusters/resize") if c.body["cluster_id"] == AUTO]
     # 6 -> 9 wanted, kept below the maximum: Databricks wants max_workers > min_workers
     assert resize.body == {"cluster_id": AUTO, "autoscale": {"min_workers": 7, "max_workers": 8}}
+    (repair,) = [c for c in s.calls_to("POST", "*/jobs/runs/repair") if c.body["run_id"] == 931004]
+    assert repair.at > resize.at
     assert s.chains[f"dbx|{WS}|931004"]["final_state"] == "resolved"
 
 

@@ -57,7 +57,8 @@ def demo_run(tmp_path_factory):
         store = open_store(clickhouse_config(stack.settings))
         try:
             rows = store.query(
-                "SELECT chain_id, state, attempt, error_type, pipeline, toUnixTimestamp64Milli(at) AS at,"
+                "SELECT chain_id, state, attempt, action, error_type, pipeline,"
+                " toUnixTimestamp64Milli(at) AS at,"
                 " toUnixTimestamp64Milli(due_at) AS due_at FROM pipemedic.outcomes FINAL ORDER BY at"
             )
         finally:
@@ -73,8 +74,13 @@ def test_every_chain_reaches_a_final_state(demo_run):
 
 def test_one_action_per_distinct_run_and_duplicates_counted(demo_run):
     *_, create_runs, rows = demo_run
-    executed = Counter((r["chain_id"], r["attempt"]) for r in rows if r["state"] == "executed")
+    executed = Counter(
+        (r["chain_id"], r["attempt"], r["action"]) for r in rows if r["state"] == "executed"
+    )
     assert executed and all(n == 1 for n in executed.values()), executed
+    # a job run out of memory: the cluster is scaled, then the run repaired (issue 16)
+    rollup = [key[2] for key in executed if key[0] == "dbx|4417362907193652|911005"]
+    assert rollup == ["scale_cluster", "repair_job"]
     # the gateway-timeout run was alerted 3 times (2 alerts + its diagnostic record)
     gateway = [r for r in rows if r["pipeline"] == "Copy_Orders_To_Lake"]
     assert sum(r["state"] == "received" for r in gateway) == 1
