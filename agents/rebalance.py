@@ -15,16 +15,21 @@ seek), the never-committed stream partitions are sent back to their beginning, t
 place ``auto_offset_reset=earliest`` would start a new group. Not later: once flow resumes the
 worker processes those partitions, and sending them back then would redeliver all of it (tried:
 duplicate rows and dead letters in every scenario). A record that reaches such a partition
-between this signal and the end of the rebalance can still be lost (seen once in a stress
-run); closing that window needs a hook Faust does not offer. Every stage downstream is
-idempotent, which a redelivery from the last commit requires anyway. Changelog partitions
-are Faust's table recovery's own business and are left alone.
+between this signal and the end of the rebalance could still be fetched and dropped (seen
+once in a stress run), so :class:`SkippedRecords` watches the first record a stream takes from
+each partition sent back: if it is past the offset sought, what lies between was dropped, and
+the partition is sent back again (the few records already taken are read twice). Every stage
+downstream is idempotent, which a redelivery from the last commit requires anyway. Changelog
+partitions are Faust's table recovery's own business and are left alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
+
+from faust import Sensor
 
 from agents.common import log
 from streams.app import Topology
@@ -41,21 +46,54 @@ def never_committed(committed: Mapping[Any, int | None]) -> list[Any]:
     ]
 
 
-async def reread_never_committed(consumer: Any) -> list[Any]:
-    """Seek the never-committed stream partitions to their beginning; returns them."""
+async def reread_never_committed(consumer: Any) -> dict[Any, int]:
+    """Seek the never-committed stream partitions to their beginning; returns where each went."""
     if not consumer.assignment():
-        return []
+        return {}
     fresh = never_committed(await consumer.seek_to_committed())
-    if fresh:
-        earliest = await consumer.earliest_offsets(*fresh)
-        for tp in fresh:
-            await consumer.seek(tp, earliest[tp])
-    return fresh
+    if not fresh:
+        return {}
+    earliest = await consumer.earliest_offsets(*fresh)
+    for tp in fresh:
+        await consumer.seek(tp, earliest[tp])
+    return {tp: earliest[tp] for tp in fresh}
 
 
-def register(topology: Topology) -> None:
-    @topology.app.on_rebalance_complete.connect
+class SkippedRecords(Sensor):
+    """After a partition was sent back to ``offset``, the first record a stream takes from it
+    must be that one (offsets of a stream topic are contiguous: only changelogs, left alone
+    here, are compacted). A later one means the records in between were fetched and dropped
+    before flow resumed: the partition is sent back to ``offset`` once more."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app  # its consumer is made when the worker starts
+        self.expected: dict[Any, int] = {}
+        self.resought = 0
+
+    def expect(self, positions: Mapping[Any, int]) -> None:
+        self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        start = self.expected.pop(tp, None)
+        if start is None or offset <= start:
+            return None
+        self.resought += 1
+        log.warning("%s: records %d-%d were skipped; reading them again", tp, start, offset - 1)
+        asyncio.ensure_future(self.app.consumer.seek(tp, start))
+        return None
+
+
+def register(topology: Topology) -> SkippedRecords:
+    app = topology.app
+    skipped = SkippedRecords(app)
+    app.sensors.add(skipped)
+
+    @app.on_rebalance_complete.connect
     async def from_last_commit(app: Any, **kwargs: Any) -> None:
-        fresh = await reread_never_committed(app.consumer)
-        if fresh:
-            log.info("%d never-committed partitions read from their beginning", len(fresh))
+        sought = await reread_never_committed(app.consumer)
+        skipped.expect(sought)
+        if sought:
+            log.info("%d never-committed partitions read from their beginning", len(sought))
+
+    return skipped

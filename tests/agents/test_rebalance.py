@@ -1,10 +1,14 @@
-"""After a rebalance, never-committed stream partitions are read from their beginning."""
+"""After a rebalance, never-committed stream partitions are read from their beginning, and
+read again if a stream then skips records."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 from aiokafka.structs import TopicPartition as TP
 
-from agents.rebalance import never_committed, reread_never_committed
+from agents.rebalance import SkippedRecords, never_committed, reread_never_committed
 
 
 class Consumer:
@@ -41,10 +45,52 @@ def test_only_stream_partitions_without_a_commit_are_picked():
 
 async def test_they_go_back_to_their_earliest_offset():
     consumer = Consumer(COMMITTED)
-    assert await reread_never_committed(consumer) == [TP("delay-8s", 0), TP("outcomes", 2)]
+    assert list(await reread_never_committed(consumer)) == [TP("delay-8s", 0), TP("outcomes", 2)]
     assert consumer.seeks == [(TP("delay-8s", 0), 7), (TP("outcomes", 2), 7)]
 
 
 async def test_nothing_assigned_nothing_sought():
     consumer = Consumer({})
-    assert await reread_never_committed(consumer) == [] and consumer.seeks == []
+    assert await reread_never_committed(consumer) == {} and consumer.seeks == []
+
+
+async def test_they_are_returned_with_the_offset_each_went_to():
+    consumer = Consumer(COMMITTED)
+    assert await reread_never_committed(consumer) == {TP("delay-8s", 0): 7, TP("outcomes", 2): 7}
+
+
+# ---- records dropped after the seek are noticed and read again ------------------------------
+
+
+def watch(consumer):
+    skipped = SkippedRecords(SimpleNamespace(consumer=consumer))
+    skipped.expect({TP("delay-8s", 0): 7, TP("outcomes", 2): 7})
+    return skipped
+
+
+async def test_a_first_record_past_the_offset_sought_sends_the_partition_back_again():
+    consumer = Consumer(COMMITTED)
+    skipped = watch(consumer)
+    skipped.on_stream_event_in(TP("delay-8s", 0), 9, None, None)  # 7 and 8 were dropped
+    skipped.on_stream_event_in(TP("delay-8s", 0), 10, None, None)  # only the first one counts
+    await asyncio.sleep(0)
+    assert consumer.seeks == [(TP("delay-8s", 0), 7)] and skipped.resought == 1
+
+
+async def test_a_partition_read_from_where_it_was_sent_is_left_alone():
+    consumer = Consumer(COMMITTED)
+    skipped = watch(consumer)
+    skipped.on_stream_event_in(TP("outcomes", 2), 7, None, None)
+    skipped.on_stream_event_in(TP("outcomes", 2), 9, None, None)  # after 7: no longer watched
+    skipped.on_stream_event_in(TP("delay-8s", 1), 40, None, None)  # committed: never watched
+    await asyncio.sleep(0)
+    assert consumer.seeks == [] and skipped.resought == 0
+
+
+async def test_a_new_rebalance_replaces_what_the_last_one_expected():
+    consumer = Consumer(COMMITTED)
+    skipped = watch(consumer)
+    skipped.expect({})  # the partitions went to another worker, or were committed since
+    skipped.on_stream_event_in(TP("delay-8s", 0), 30, None, None)
+    await asyncio.sleep(0)
+    assert consumer.seeks == []
