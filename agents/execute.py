@@ -19,18 +19,15 @@ from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
 from streams.app import Topology
 from streams.codecs import decode
 from streams.policy.breaker import Breakers, target_of
-from streams.policy.budget import Budget
 from streams.policy.model import Action, ActionRequest, Step
 from streams.policy.names import INVALID_NAME, invalid_name
 from streams.policy.pauses import Pauses, hold
 from streams.policy.steps import (
     Effects,
-    Status,
     StepConfig,
     after_error,
     after_step,
     defer,
-    over_budget,
 )
 
 # A step our own rate limit held back waits at least this, plus up to HOLD_SPREAD_S chosen by
@@ -58,15 +55,12 @@ class StepRunner:
         action: str,
         config: StepConfig,
         breakers: Breakers,
-        budget: Budget,
         *,
         procedure: Procedure | None = None,
         pauses: Pauses | None = None,
     ):
         self.topology = topology
         self.clock = topology.clock
-        self.budget = budget
-        self.cost_usd = config.action_cost_usd.get(action, 0.0)
         # steps finishing together share messages
         self.outbox = SharedOutbox(topology, linger_s=topology.settings.executor_linger_s)
         self.platforms = platforms
@@ -75,8 +69,6 @@ class StepRunner:
         self.breakers = breakers
         self.pauses = pauses or Pauses()
         self.gated = action != Action.MANUAL.value  # paging people is never held back
-        # actions the daily cost cap applies to: costed ones, when there is a cap
-        self.metered = self.gated and self.cost_usd > 0 and budget.cap_usd > 0
 
     async def __call__(self, event: Any) -> None:
         request = ActionRequest.from_dict(decode("action_request", event.value))
@@ -117,14 +109,6 @@ class StepRunner:
             reason = f"circuit open for {alert.source} {alert.scope}"
             self._counted(request, "breaker_open")
             return defer(request, wait_s=wait_s, reason=reason, now_ms=now)
-        costs = self.metered and request.step == Step.EXECUTE.value
-        if costs and not self.budget.allows(self.cost_usd, now):
-            reason = self.budget.why_not(self.cost_usd, now)
-            self._counted(request, "over_budget")
-            return over_budget(request, reason=reason, now_ms=now)
-        if costs:  # charged before it runs, so actions in flight together cannot all pass
-            self.budget.charge(self.cost_usd, now)
-        report = None
         try:
             report = await self.procedure(request, self.platforms, now)
         except HeldBack as held:
@@ -150,21 +134,16 @@ class StepRunner:
             self._counted(request, report.status.value)
             breaker.succeeded()
             return after_step(request, report, now_ms=self.clock.now_ms(), config=self.config)
-        finally:
-            if costs and (report is None or report.status is not Status.STARTED):
-                self.budget.refund(self.cost_usd, now)  # nothing was started: nothing spent
 
 
-def register(
-    topology: Topology, platforms: Platforms, budget: Budget, pauses: Pauses | None = None
-) -> None:
+def register(topology: Topology, platforms: Platforms, pauses: Pauses | None = None) -> None:
     app = topology.app
     settings = topology.settings
     config = settings.step_config()
     # one breaker per platform target, shared by every action of this worker
     breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
     for action, topic in topology.actions.items():
-        runner = StepRunner(topology, platforms, action, config, breakers, budget, pauses=pauses)
+        runner = StepRunner(topology, platforms, action, config, breakers, pauses=pauses)
         app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(
             _body(runner, settings.executor_concurrency)
         )

@@ -20,7 +20,6 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 
 from streams.app import Topology
-from streams.policy.budget import Budget
 from streams.policy.model import Alert, Signal
 
 RECORDS = Counter(
@@ -41,12 +40,8 @@ STEPS = Counter(
 )
 SPEND = Gauge(
     "pipemedic_daily_spend_usd",
-    "Today's estimated spend on actions as this worker knows it (the audit trail at its last "
-    "look plus its own charges since)",
-)
-LOOKED = Gauge(
-    "pipemedic_daily_spend_looked",
-    "1 once this worker has read today's spend from the audit trail since it started",
+    "Today's estimated spend reserved by admitted actions, on the worker that owns admission "
+    "(0 on the others)",
 )
 CAP = Gauge("pipemedic_daily_cost_cap_usd", "The daily cost cap (0: none)")
 
@@ -69,11 +64,12 @@ def count_ingested(
             FAILURES.labels(alert.source).inc()
 
 
-def register(topology: Topology, budget: Budget | None = None) -> None:
-    if budget is not None:
-        CAP.set(max(budget.cap_usd, 0.0))
-        SPEND.set_function(lambda: budget.spent_usd(topology.clock.now_ms()))
-        LOOKED.set_function(lambda: float(budget.looks > 0))
+def register(topology: Topology, spend: Any = None, *, cap_usd: float = 0.0) -> None:
+    """``spend``: the admission stage (its ``spent_usd()``: today's reserved spend, as this
+    worker's copy of the admission table holds it)."""
+    CAP.set(max(cap_usd, 0.0))
+    if spend is not None:
+        SPEND.set_function(spend.spent_usd)
 
     @topology.app.page("/metrics", name="metrics")
     class Metrics(View):

@@ -20,6 +20,7 @@ from faust.exceptions import ProducerSendError
 from streams.app import Topology
 from streams.codecs import encode, encode_items
 from streams.policy import backoff, routing
+from streams.policy.admission import ADMISSION_KEY, goes_to_admission_now
 from streams.policy.dedup import dedup_key
 from streams.policy.model import ActionRequest, ChainEvent, ClassifiedAlert, Outcome
 from streams.policy.steps import Effects
@@ -60,6 +61,9 @@ class Outbox:
         self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.outcomes: list[tuple[str, dict[str, Any]]] = []
         self.due: list[ActionRequest] = []  # routed to their action topics
+        # new actions pass admission first (caps, budget, storms), when the worker has it
+        self.admits = getattr(topology, "admission", None) is not None
+        self.admission: list[tuple[str, dict[str, Any]]] = []
         self.waiting: dict[
             tuple[int, int], list[tuple[str, dict[str, Any]]]
         ] = {}  # tier, partition
@@ -80,7 +84,11 @@ class Outbox:
         self.outcomes.extend((o.chain_id or o.dedup_key, o.to_dict()) for o in outcomes)
 
     def add_request(self, request: ActionRequest, *, now: int) -> None:
-        """Route ``request`` as of ``now``: to its action topic, or to the tier its wait needs."""
+        """Route ``request`` as of ``now``: to admission if it is a new action (or a held one
+        due for another look), else to its action topic, or to the tier its wait needs."""
+        if self.admits and goes_to_admission_now(request, now):
+            self.admission.append((ADMISSION_KEY, request.to_dict()))
+            return
         _, routed = routing.route(request, now_ms=now, tiers=self.topology.tiers)
         if not routed.tier:
             self.due.append(routed)
@@ -127,6 +135,11 @@ class Outbox:
                 topic = topology.delays[tier_s]
                 sent = await _send_batch(topic, "action_request", items, partition)
                 sends.append((sent, partial(self.waiting.pop, place)))
+            if self.admission:
+                partition = partition_for(ADMISSION_KEY, self.partitions)
+                items = self.admission
+                sent = await _send_batch(topology.admission, "action_request", items, partition)
+                sends.append((sent, items.clear))
             for request in self.due:
                 notice = request.action == routing.NOTIFY  # people are told on their own topic
                 topic = topology.notify if notice else topology.actions[request.action]

@@ -7,9 +7,6 @@ The store is blocking (chDB in-process, or clickhouse-connect), so writes run on
 dedicated thread. When the store is unavailable the batch is retried after the wait the
 writer asks for; the stream does not take more meanwhile (backpressure), and replayed rows
 collapse on their event id, so nothing counts twice.
-
-The same thread answers the daily cost cap's look at the trail: every ``cost_refresh_s``
-each worker reads today's spend of all workers (:mod:`streams.policy.budget`).
 """
 
 from __future__ import annotations
@@ -19,15 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, log
-from streams.adapters.clickhouse import OutcomeWriter, SinkBackpressure, spent_since
+from streams.adapters.clickhouse import OutcomeWriter, SinkBackpressure
 from streams.adapters.errors import PlatformError
 from streams.app import Topology
 from streams.codecs import Undecodable, decode_items
-from streams.policy.budget import DAY_MS, Budget, day_of
 from streams.policy.model import Outcome
 
 
-def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
+def register(topology: Topology, writer: OutcomeWriter) -> None:
     app = topology.app
     settings = topology.settings
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -63,21 +59,3 @@ def register(topology: Topology, writer: OutcomeWriter, budget: Budget) -> None:
                     )
             for event in events:
                 await stream.ack(event)
-
-    if budget.cap_usd <= 0:
-        return
-
-    @app.task
-    async def look_at_spend() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            looked_at = topology.clock.now_ms()
-            try:
-                spent = await loop.run_in_executor(
-                    thread, spent_since, writer.store, day_of(looked_at) * DAY_MS
-                )
-            except Exception as exc:  # keep counting our own charges until the store answers
-                log.warning("could not read today's spend: %s", exc)
-            else:
-                budget.looked(spent, looked_at_ms=looked_at)
-            await topology.clock.sleep(settings.cost_refresh_s)

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agents import approvals as approval_links
 from agents import (
+    admission,
     chains,
     control,
     dedup,
@@ -25,6 +25,7 @@ from agents import (
     record,
     webhooks,
 )
+from agents import approvals as approval_links
 from agents import notify as notify_stage
 from agents.platforms import Platforms
 from pipemedic.reporting import clickhouse_config
@@ -32,7 +33,7 @@ from streams.adapters.clickhouse import OutcomeWriter, open_store
 from streams.app import Topology, build_topology, changelog_topics
 from streams.estate import Estate, load_estate
 from streams.policy import backoff, routing
-from streams.policy.budget import Budget
+from streams.policy.admission import AdmissionPolicy
 from streams.policy.model import Action
 from streams.policy.pauses import Pauses
 from streams.policy.rollout import Rollout
@@ -40,6 +41,7 @@ from streams.policy.rules import (
     DEFAULT_RULES,
     DEFAULT_SCHEDULES,
     Classifier,
+    load_limits,
     load_rollout,
     load_rules,
 )
@@ -98,7 +100,9 @@ def build_platforms(settings: Settings, estate: Estate) -> Platforms:
 
 def build_worker(settings: Settings) -> Topology:
     rulebook = load_rulebook(settings.rules_file)
-    topology = build_topology(settings, plan_tiers(settings, rulebook[1]))
+    caps, storms = load_limits(settings.rules_file)
+    admits = bool(caps or storms or settings.daily_cost_cap_usd > 0)
+    topology = build_topology(settings, plan_tiers(settings, rulebook[1]), admits=admits)
     estate = load_estate(settings.estate_file, timeout_s=settings.http_timeout_s)
     platforms = build_platforms(settings, estate)
     writer = OutcomeWriter(open_store(clickhouse_config(settings)))
@@ -115,17 +119,28 @@ def build_worker(settings: Settings) -> Topology:
         topology, page_hook=Action.MANUAL.value in estate.playbooks.urls, rollout=rollout
     )
     delay.register(topology)
-    # one spend ledger per worker, shared by its executors and kept current by the recorder
-    budget = Budget(cap_usd=settings.daily_cost_cap_usd)
+    spend = None
+    if admits:  # caps, storms and the budget hold across workers: one partition decides
+        policy = AdmissionPolicy(
+            budget_usd=settings.daily_cost_cap_usd,
+            action_cost_usd=dict(settings.action_cost_usd),
+            caps=caps,
+            storms=storms,
+            recheck_s=settings.admission_recheck_s,
+            probe_s=settings.storm_probe_s,
+            release_per_s=settings.storm_release_per_s,
+            target_tags=estate.tags,
+        )
+        spend = admission.register(topology, policy)
     # the kill switch: every worker follows the control topic whole
     pauses = Pauses()
     control.register(topology, pauses)
-    execute.register(topology, platforms, budget, pauses)
-    record.register(topology, writer, budget)
+    execute.register(topology, platforms, pauses)
+    record.register(topology, writer)
     notify_stage.register(topology, estate)
     approval_links.register(topology)
     webhooks.register(topology)
-    metrics.register(topology, budget)
+    metrics.register(topology, spend, cap_usd=settings.daily_cost_cap_usd)
     rebalance.register(topology)
     return topology
 

@@ -39,6 +39,9 @@ class Topology:
     chains: Any  # Table: chain id -> Chain dict
     notify: Any = None  # topic: notifications (ActionRequests of action "notify")
     notices: Any = None  # Table: chain id -> what people were told (streams/policy/notices.py)
+    # new actions pass admission when caps, storms or a budget are set (agents/admission.py)
+    admission: Any = None  # topic, every item keyed by ADMISSION_KEY
+    admissions: Any = None  # Table: counters (caps, budget, storms)
     clock: Clock = field(default_factory=SystemClock)  # every agent's time and timers
 
     def action_topic(self, action: str) -> Any:
@@ -99,7 +102,8 @@ def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
     return faust.App(routing.group_id(settings.app_id, settings.topic_prefix), **options)
 
 
-def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
+def build_topology(settings: Settings, tiers: tuple[int, ...], *, admits: bool = False) -> Topology:
+    """``admits``: new actions pass the admission stage (caps, storms or a budget are set)."""
     app = create_app(settings, tiers)
     partitions = settings.partitions
 
@@ -131,6 +135,12 @@ def build_topology(settings: Settings, tiers: tuple[int, ...]) -> Topology:
         chains=app.Table("chains", default=None, partitions=partitions, key_type=str),
         notify=topic(routing.NOTIFICATIONS, "action_request"),
         notices=app.Table("notices", default=None, partitions=partitions, key_type=str),
+        admission=topic(routing.ADMISSION, "action_request_batch") if admits else None,
+        admissions=(
+            app.Table("admission", default=None, partitions=partitions, key_type=str)
+            if admits
+            else None
+        ),
     )
 
 
@@ -140,4 +150,5 @@ def changelog_topics(settings: Settings) -> tuple[str, ...]:
         f"{group}-dedup-changelog",
         f"{group}-chains-changelog",
         f"{group}-notices-changelog",
+        f"{group}-admission-changelog",
     )

@@ -104,10 +104,16 @@ class Settings(BaseSettings):
             "manual": 0.0,
         }
     )
-    # no action may take today's (UTC) estimated spend past this; 0 = no cap. Workers look up
-    # every worker's spend in ClickHouse every cost_refresh_s (see streams/policy/budget.py)
+    # no action may take today's (UTC) estimated spend past this; 0 = no cap. Reserved when an
+    # action is admitted, on the one admission partition (streams/policy/admission.py), so it
+    # holds exactly across workers
     daily_cost_cap_usd: float = 0.0
-    cost_refresh_s: float = 30.0
+    # admission (caps and storms come from the rules file): a held action is looked at again
+    # this much later; a storm's probe that has not failed again after storm_probe_s ends the
+    # storm; held actions then go through at no more than storm_release_per_s
+    admission_recheck_s: float = 30.0
+    storm_probe_s: float = 120.0
+    storm_release_per_s: float = 2.0
     http_timeout_s: float = 20.0
     # PEM bundle trusted for TLS by the ADF/playbook HTTP client and the Azure credentials
     # instead of the system CAs (a TLS-inspecting proxy's CA; the simulator's in tests)

@@ -384,12 +384,6 @@ def chain_summaries(store: OutcomeStore, since_ms: int = 0) -> list[dict[str, An
     return store.query(sql.CHAIN_SUMMARIES, {"since_ms": since_ms})
 
 
-def spent_since(store: OutcomeStore, since_ms: int) -> float:
-    """Estimated cost (USD) of the actions executed since ``since_ms``."""
-    rows = store.query(sql.SPENT_SINCE, {"since_ms": since_ms})
-    return float(rows[0]["usd"] or 0.0) if rows else 0.0
-
-
 def kpis(store: OutcomeStore, since_ms: int = 0) -> dict[str, Any]:
     """One row: success_rate, mean_time_to_resolution_ms (automated and manual),
     mean_retries, cost_usd, alerts, alerts_suppressed, alert_fatigue_reduction,

@@ -237,11 +237,3 @@ CROSS JOIN
     WHERE at >= {_SINCE}
 ) AS r
 """
-
-
-# Estimated spend of executed actions since a time (the daily cost cap's look at the trail).
-SPENT_SINCE = f"""
-SELECT sum(cost_usd) AS usd
-FROM outcomes FINAL
-WHERE state = 'executed' AND at >= {_SINCE}
-"""

@@ -26,6 +26,8 @@ NOTIFICATIONS = "notifications"
 NOTIFY = "notify"
 # the kill switch: pause/resume records keyed by scope, read whole by every worker
 CONTROL = "control"
+# new actions pass here once (caps, budget, storms: streams/policy/admission.py)
+ADMISSION = "admission"
 
 
 def prefixed(name: str, prefix: str = "") -> str:
@@ -59,6 +61,7 @@ def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
         DEAD_LETTER,
         NOTIFICATIONS,
         CONTROL,
+        ADMISSION,
         *all_action_topics(),
         *(backoff.tier_topic(t) for t in tiers),
     )

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from streams.policy.admission import AdmissionError, Cap, StormRule, parse_caps, parse_storms
 from streams.policy.model import Action, Alert, Classification, Kind, Risk, Source
 from streams.policy.normalize import UNMATCHED
 from streams.policy.rollout import RolloutError, RolloutRow, parse_rollout
@@ -482,6 +483,25 @@ def _read(path: str | Path) -> Any:
         raise RulesError(f"{path}: not valid YAML: {exc}") from None
 
 
+# what a rules file may hold: the rule table and schedules, the rollout table, the admission
+# tables (streams/policy/admission.py)
+_FILE_KEYS = frozenset({"rules", "schedules", "rollout", "caps", "storms"})
+
+
+def load_limits(path: str | Path | None) -> tuple[tuple[Cap, ...], tuple[StormRule, ...]]:
+    """The ``caps:`` and ``storms:`` tables of a rules file; none without a file."""
+    if path is None:
+        return (), ()
+    doc = _read(path) or {}
+    try:
+        return (
+            parse_caps(doc.get("caps"), origin=f"{path}: caps"),
+            parse_storms(doc.get("storms"), origin=f"{path}: storms"),
+        )
+    except AdmissionError as exc:
+        raise RulesError(str(exc)) from None
+
+
 def load_rollout(path: str | Path | None) -> tuple[RolloutRow, ...]:
     """The ``rollout:`` table of a rules file (:mod:`streams.policy.rollout`); none without
     a file."""
@@ -503,9 +523,10 @@ def parse_rules(
 ) -> tuple[tuple[Rule, ...], Mapping[str, tuple[int, ...]]]:
     """:func:`load_rules` on an already parsed document."""
     doc = {} if doc is None else doc
-    if not isinstance(doc, Mapping) or set(doc) - {"rules", "schedules", "rollout"}:
+    if not isinstance(doc, Mapping) or set(doc) - _FILE_KEYS:
         raise RulesError(
-            f"{origin}: expected a mapping with only 'rules', 'schedules' and 'rollout' keys"
+            f"{origin}: expected a mapping with only {', '.join(map(repr, sorted(_FILE_KEYS)))}"
+            " keys"
         )
     errors: list[str] = []
     merged = {name: tuple(delays) for name, delays in schedules.items()}

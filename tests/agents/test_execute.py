@@ -14,7 +14,6 @@ from agents.platforms import Platforms
 from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
 from streams.estate import Estate
 from streams.policy.breaker import Breakers
-from streams.policy.budget import Budget
 from streams.policy.model import ChainEventKind
 from streams.policy.steps import Status, StepConfig, StepReport
 from tests.agents.helpers import fake_topology, request
@@ -37,10 +36,9 @@ class Procedure:
         return answer
 
 
-def runner(procedure, *, cost_usd=0.0, cap_usd=0.0, threshold=3, cooldown_s=60.0):
+def runner(procedure, *, threshold=3, cooldown_s=60.0):
     topo = fake_topology()
-    budget = Budget(cap_usd=cap_usd)
-    config = StepConfig(action_cost_usd={"retry_pipeline": cost_usd})
+    config = StepConfig()
     platforms = Platforms(estate=Estate(), adf=None, databricks=None, playbooks=None)
     run = StepRunner(
         topo,
@@ -48,10 +46,9 @@ def runner(procedure, *, cost_usd=0.0, cap_usd=0.0, threshold=3, cooldown_s=60.0
         "retry_pipeline",
         config,
         Breakers(threshold, cooldown_s),
-        budget,
         procedure=procedure,
     )
-    return run, topo.clock, budget
+    return run, topo.clock, None
 
 
 def adf_request(chain: str = "c1", **alert_fields):
@@ -147,42 +144,6 @@ async def test_steps_held_back_together_come_back_spread_out_and_never_give_up()
             [request] = effects.requests
         dues.append(request.due_at - clock.now_ms())
     assert min(dues) >= 1000 and len(set(dues)) > 10
-
-
-async def test_the_cost_cap_charges_before_the_call_and_refunds_what_never_started():
-    procedure = Procedure(OUTAGE, STARTED, STARTED)
-    run, clock, budget = runner(procedure, cost_usd=0.4, cap_usd=1.0)
-    now = clock.now_ms()
-    await run.run(adf_request("a"))  # failed: nothing started, the charge is refunded
-    assert budget.spent_usd(now) == 0
-    await run.run(adf_request("b"))
-    await run.run(adf_request("c"))
-    assert budget.spent_usd(now) == pytest.approx(0.8)
-    refused = await run.run(adf_request("d"))
-    assert procedure.calls == 3
-    [event] = refused.chain_events
-    assert event.kind == ChainEventKind.ACTION_ERROR.value and "daily cost cap" in event.detail
-
-
-async def test_the_cap_starts_afresh_on_a_new_utc_day():
-    procedure = Procedure(STARTED)
-    run, clock, budget = runner(procedure, cost_usd=1.0, cap_usd=1.0)
-    await run.run(adf_request("a"))
-    assert "daily cost cap" in (await run.run(adf_request("b"))).chain_events[0].detail
-    await clock.advance(24 * 3600)
-    await run.run(adf_request("c"))
-    assert procedure.calls == 2
-
-
-async def test_a_verify_step_is_never_charged():
-    procedure = Procedure(StepReport(Status.PENDING))
-    run, clock, budget = runner(procedure, cost_usd=1.0, cap_usd=1.0)
-    verify = replace(adf_request(), step="verify")
-    for _ in range(3):
-        effects = await run.run(verify)
-    assert procedure.calls == 3 and budget.spent_usd(clock.now_ms()) == 0
-    [again] = effects.requests  # looked at again later
-    assert again.step == "verify" and again.poll == verify.poll + 1
 
 
 async def test_steps_are_counted_by_action_and_result():

@@ -9,7 +9,6 @@ from agents.execute import StepRunner
 from agents.platforms import Platforms
 from streams.estate import Estate
 from streams.policy.breaker import Breakers
-from streams.policy.budget import Budget
 from streams.policy.model import Alert, OutcomeState, Pause, Step
 from streams.policy.notices import SIDE_STATES
 from streams.policy.pauses import CONTROL_STATES, Pauses, control_row, covers
@@ -51,7 +50,6 @@ def runner(pauses: Pauses, procedure: Procedure, action="retry_pipeline"):
         action,
         StepConfig(),
         Breakers(3, 60.0),
-        Budget(cap_usd=0),
         procedure=procedure,
         pauses=pauses,
     )
