@@ -97,8 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "print the remediation report from ClickHouse")
     report.add_argument("--json", action="store_true", help=as_json)
 
-    topics = command("topics", "create every topic with its planned partition count")
+    topics = command(
+        "topics",
+        "create every planned topic and check the existing ones (create, the default), "
+        "or print the plan",
+    )
+    topics.add_argument(
+        "action",
+        nargs="?",
+        choices=["create", "plan"],
+        default="create",
+        help="create: create what is missing, check what exists (the default); plan: print it",
+    )
     topics.add_argument("--list", action="store_true", help="only print the planned topics")
+    topics.add_argument(
+        "--format",
+        choices=["table", "json", "az-cli", "bicep", "kafka"],
+        default="table",
+        help="plan: a table, JSON, az CLI or Bicep for Event Hubs, kafka-topics.sh commands",
+    )
+    topics.add_argument(
+        "--tier",
+        choices=["standard", "premium", "dedicated"],
+        default="standard",
+        help="plan: the Event Hubs tier to check the plan against (standard)",
+    )
 
     send = command("send", "send a JSONL file of raw alerts to the raw topic")
     send.add_argument("file", type=Path, help="one alert per line; ${now-5m} becomes a time")
@@ -221,7 +244,7 @@ def on_broker(
         raise BrokerUnreachable(f"no Kafka broker answers at {url}") from exc
 
 
-def require_listening(settings: Any) -> dict[str, Any]:
+def require_listening(settings: Any) -> Any:
     """The broker's client options, once some bootstrap server accepts a TCP connection
     (:class:`BrokerUnreachable` otherwise)."""
     from pipemedic.kafka import client_options
@@ -232,7 +255,7 @@ def require_listening(settings: Any) -> dict[str, Any]:
     except ValueError as exc:  # Faust's URL parsing: a port that is not a number
         raise BrokerAddressError(f"bad PIPEMEDIC_BROKER_URL {url!r}: {exc}") from exc
     problem: OSError | None = None
-    for server in client["bootstrap_servers"]:
+    for server in client.bootstrap_servers:
         host, _, port = server.rpartition(":")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), BROKER_CONNECT_TIMEOUT_S):
@@ -356,17 +379,41 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from pipemedic.embedded import create_topics
-    from pipemedic.worker import planned_topics
+    from pipemedic import topic_plan
+    from streams.policy.topic_plan import tier_named
 
     settings = _settings()
-    names = planned_topics(settings)
+    specs = topic_plan.plan_for(settings)
     if args.list:
-        print("\n".join(names))
+        print("\n".join(s.name for s in specs))
         return 0
-    created = on_broker(settings, lambda c: create_topics(c, names, settings.partitions))
-    print(f"{len(created)} created, {len(names) - len(created)} already there")
-    return 0
+    if args.action == "plan":
+        tier, tombstones = tier_named(args.tier), settings.topic_retention_hours
+        if args.format == "table":
+            print_rows("pipemedic topic plan", topic_plan.table_rows(specs))
+            print(f"{len(specs)} topics")
+        else:
+            print(
+                {
+                    "json": lambda: topic_plan.as_json(specs, tier),
+                    "az-cli": lambda: topic_plan.az_cli(specs, tier, tombstones),
+                    "bicep": lambda: topic_plan.bicep(specs, tier, tombstones),
+                    "kafka": lambda: topic_plan.kafka_topics_sh(specs),
+                }[args.format](),
+                end="",
+            )
+        return 0
+    applied = on_broker(settings, lambda c: topic_plan.apply_plan(c, specs))
+    for note in applied.notes:
+        print(f"pipemedic: note: {note}", file=sys.stderr)
+    for problem in applied.problems:
+        print(f"pipemedic: error: {problem}", file=sys.stderr)
+    print(
+        f"{len(specs)} topics planned: {len(applied.created)} created, "
+        f"{len(applied.as_planned)} already there as planned, "
+        f"{len(applied.problems)} problem(s)"
+    )
+    return EXIT_FAILURE if applied.problems else 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -144,11 +144,12 @@ async def _answers_metadata(bootstrap: str) -> bool:
 def topic_config(name: str) -> dict[str, str]:
     """Topics whose latest record per key is the state itself are compacted, never deleted
     after retention: Faust's table changelogs and the kill switch's ``control`` topic (a pause
-    must outlive any retention). The rest keep the broker's delete policy."""
-    from streams.policy.routing import CONTROL
+    must outlive any retention; :mod:`streams.policy.topic_plan` decides). The rest keep the
+    broker's delete policy."""
+    from streams.policy.topic_plan import COMPACT, cleanup_policy_of
 
-    if name.endswith(("-changelog", CONTROL)):  # prefixed or not
-        return {"cleanup.policy": "compact"}
+    if cleanup_policy_of(name) == COMPACT:  # prefixed or not
+        return {"cleanup.policy": COMPACT}
     return {}
 
 

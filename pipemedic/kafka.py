@@ -1,10 +1,10 @@
-"""The Kafka client settings of every command that talks to the broker, built in one place.
+"""The Kafka clients of every command that talks to the broker, from the worker's settings.
 
-``capture``, ``replay``, ``send``, ``topics`` and ``approve`` connect exactly as the worker
-does: the bootstrap servers are parsed from ``PIPEMEDIC_BROKER_URL`` the way Faust parses its
-``broker`` URL, and SASL PLAIN over TLS for Event Hubs comes from the worker's own
-:func:`streams.app.broker_credentials`, turned into aiokafka arguments by Faust's own
-conversion. A command never spells a security option itself.
+``capture``, ``replay``, ``send``, ``topics``, ``approve`` and ``pause`` connect exactly as the
+worker does: :func:`client_options` is :func:`streams.broker.client_settings`, the one place
+that parses ``PIPEMEDIC_BROKER_URL`` and builds security (Event Hubs SASL PLAIN or Entra ID),
+idle and metadata ages and the request-size limit for Faust and for aiokafka alike. A command
+never spells a security option itself.
 
 The embedded broker and tests pass a bare ``host:port`` instead of settings; :func:`options`
 accepts either.
@@ -15,31 +15,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streams.broker import ClientSettings, client_settings
 from streams.settings import Settings
 
-DEFAULT_PORT = 9092
-
-ClientOptions = Mapping[str, Any]
+ClientOptions = Mapping[str, Any] | ClientSettings
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments (``bootstrap_servers`` and security) for ``settings``."""
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
-    from faust.utils.urls import urllist
-
-    from streams.app import broker_credentials
-
-    urls = urllist(settings.broker_url, default_scheme="kafka")
-    return {
-        "bootstrap_servers": server_list(urls, DEFAULT_PORT),
-        **credentials_to_aiokafka_auth(broker_credentials(settings)),
-    }
+def client_options(settings: Settings) -> ClientSettings:
+    """Every client's settings for ``settings`` (:func:`streams.broker.client_settings`)."""
+    return client_settings(settings)
 
 
-def options(broker: str | ClientOptions) -> dict[str, Any]:
-    """Client options from settings' options or a bare ``host:port`` (embedded broker)."""
+def options(broker: str | ClientOptions, kind: str = "consumer") -> dict[str, Any]:
+    """aiokafka keyword arguments for a ``kind`` of client (producer, consumer, admin) from
+    settings' client settings, a mapping of them, or a bare ``host:port`` (embedded broker)."""
     if isinstance(broker, str):
         return {"bootstrap_servers": broker}
+    if isinstance(broker, ClientSettings):
+        return getattr(broker, kind)()
     return dict(broker)
 
 
@@ -49,19 +42,27 @@ def bootstrap_of(broker: str | ClientOptions) -> str:
     return servers if isinstance(servers, str) else servers[0]
 
 
+def producer_options(broker: str | ClientOptions, **kwargs: Any) -> dict[str, Any]:
+    """A producer's arguments: ``kwargs`` may lower the request-size limit, never raise it."""
+    settled = options(broker, "producer")
+    if "max_request_size" in settled and "max_request_size" in kwargs:
+        kwargs["max_request_size"] = min(kwargs["max_request_size"], settled["max_request_size"])
+    return {**settled, **kwargs}
+
+
 def producer(broker: str | ClientOptions, **kwargs: Any) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    return AIOKafkaProducer(**options(broker), **kwargs)
+    return AIOKafkaProducer(**producer_options(broker, **kwargs))
 
 
 def consumer(broker: str | ClientOptions, *topics: str, **kwargs: Any) -> Any:
     from aiokafka import AIOKafkaConsumer
 
-    return AIOKafkaConsumer(*topics, **options(broker), **kwargs)
+    return AIOKafkaConsumer(*topics, **options(broker, "consumer"), **kwargs)
 
 
 def admin(broker: str | ClientOptions, **kwargs: Any) -> Any:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    return AIOKafkaAdminClient(**options(broker), **kwargs)
+    return AIOKafkaAdminClient(**options(broker, "admin"), **kwargs)

@@ -159,11 +159,17 @@ def use_event_loop(settings: Settings) -> str:
     return "uvloop"
 
 
-def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     import asyncio
+    import logging.config
 
     import faust
 
+    from pipemedic.logs import logging_config
+
+    level = (loglevel or settings.log_level).upper()
+    logs = logging_config(level, settings.log_format)
+    logging.config.dictConfig(logs)  # what is logged while the worker is built, too
     loop_name = use_event_loop(settings)  # before anything asks asyncio for a loop
 
     # one line per platform call (azure-identity: per token lookup, cached or not) drowns what
@@ -180,7 +186,8 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     async def tell_loop() -> None:  # a start-up task: Faust's logging is set up by then
         log.info("event loop: %s (%s)", loop_name, type(asyncio.get_running_loop()).__name__)
 
-    worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
+    # Faust (mode) sets up the root logger again as it starts: ours instead of its own
+    worker = faust.Worker(topology.app, loglevel=level, quiet=True, logging_config=logs)
     worker.execute_from_commandline()
 
 

@@ -6,12 +6,12 @@ configured schedules, so the app is built from settings at start-up rather than 
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
+from streams.broker import client_settings
 from streams.clock import Clock, SystemClock
 from streams.policy import backoff, routing
 from streams.policy.model import Action
@@ -56,22 +56,12 @@ class Topology:
         raise KeyError(name)
 
 
-def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
-    if not settings.broker_sasl_username:
-        return None
-    return faust.SASLCredentials(
-        username=settings.broker_sasl_username,
-        password=settings.broker_sasl_password.get_secret_value(),
-        ssl_context=ssl.create_default_context(),
-        mechanism="PLAIN",
-    )
-
-
 def create_app(settings: Settings, tiers: tuple[int, ...]) -> faust.App:
     longest_hold = float(max(tiers, default=0)) + _HOLD_MARGIN_S
     options: dict[str, Any] = {
         "broker": settings.broker_url,
-        "broker_credentials": broker_credentials(settings),
+        # credentials, idle and metadata ages, request size: as every other client
+        **client_settings(settings).faust_options(),
         "datadir": str(settings.faust_dir),
         "store": "memory://",
         "topic_partitions": settings.partitions,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.policy.steps import StepConfig
@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     broker_url: str = "kafka://127.0.0.1:9092"
     broker_sasl_username: str = ""  # Event Hubs: the literal "$ConnectionString"
     broker_sasl_password: SecretStr = SecretStr("")  # Event Hubs: the connection string
+    # OAUTHBEARER: Entra ID tokens for the namespace from azure-identity instead of a
+    # connection string (streams/broker.py); "default" is DefaultAzureCredential, and
+    # broker_entra_client_id names a user-assigned managed identity
+    broker_sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] = "PLAIN"
+    broker_entra_credential: Literal["default", "managed_identity"] = "default"
+    broker_entra_client_id: str = ""
     broker_session_timeout_s: float = 30.0
     # how often acknowledged offsets are committed (Faust's broker_commit_interval)
     broker_commit_interval_s: float = 2.8
@@ -45,6 +51,11 @@ class Settings(BaseSettings):
     # Tansu holds an empty fetch for the whole wait; Faust's is 1500 ms. 0 = leave Faust's
     broker_fetch_max_wait_ms: int = 0
     partitions: int = 4
+    # topics (pipemedic topics plan/create): copies of each partition, and how long records
+    # stay on topics that delete (compacted ones keep the latest record per key for ever)
+    replication_factor: int = Field(default=3, ge=1)
+    topic_retention_hours: int = Field(default=7 * 24, ge=1)
+    dead_letter_retention_hours: int = Field(default=30 * 24, ge=1)
     # ingest takes up to this many raw messages at once (or what arrived within the linger)
     # and sends one batch per partition downstream: the framework's cost per message is paid
     # once per batch instead of once per alert
@@ -58,6 +69,11 @@ class Settings(BaseSettings):
     # are most of an executor's CPU, cost less (more actions/s: bench/README.md). "asyncio" is
     # the fallback, and what a worker uses where uvloop is not installed (Windows)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # the worker's logs: "json" is one object a line (time, level, logger, message, exc_info)
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)
+    ] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     # ClickHouse: empty url = embedded chDB in <data_dir>/chdb
     clickhouse_url: str = ""
