@@ -26,6 +26,12 @@ dead_letter    the chain's last row is a dead letter (most dead letters have no 
 open           anything else: still scheduled, verifying, waiting
 =============  =============================================================================
 
+Once a chain is final (resolved, gave up, manual), rows that arrive after its last final row
+(a duplicate or late alert, a redelivered step's report, a replay) change neither its final
+state, nor its result, attempts, ``ended_at`` or time to resolution: the per-chain view agrees
+with the KPIs whatever arrives later. Only a new failure after it was resolved, which starts
+the chain again, reopens it.
+
 Success rate = remediated / (remediated + gave_up): the share of chains where automation
 tried and finished that it fixed (the KPI target is > 80 %).
 """
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import re
 
-from streams.policy.model import OutcomeState
+from streams.policy.model import FINAL_STATES, OutcomeState
 from streams.policy.notices import SIDE_STATES
 
 # Tables are data: one row per Outcome field, in the dataclass order.
@@ -68,6 +74,12 @@ TIME_COLUMNS: frozenset[str] = frozenset({"at", "due_at", "first_seen_at"})
 # Lifecycle order of the states: breaks ties between rows written in the same millisecond,
 # so "resolved" written in the same ms as "executed" still counts as the chain's last state.
 _STATE_RANK = "[" + ", ".join(f"'{s.value}'" for s in OutcomeState) + "]"
+
+# a chain's own final states (streams/policy/model.py FINAL_STATES); the rows that start a
+# chain again after one; rows about an alert rather than a move of the chain
+_FINALS = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL_STATES)) + ")"
+_REOPENING = "('scheduled', 'awaiting_approval')"
+_ALERT_ROWS = "('received', 'duplicate')"
 
 # rows about telling people and their approval links (streams/policy/notices.py) are not
 # chain transitions
@@ -106,19 +118,36 @@ def add_missing_columns(database: str) -> str:
     return f"ALTER TABLE {quote_identifier(database)}.outcomes\n    {clauses}"
 
 
+def _chain_value(column: str, name: str) -> str:
+    """The chain's latest non-empty ``column``, from its own rows before any alert row (a
+    duplicate alert may be classified otherwise than the chain it joined)."""
+    own = f"{column} != '' AND s NOT IN {_ALERT_ROWS} AND own"
+    return (
+        f"if(countIf({own}) > 0, argMaxIf({column}, t, {own}), "
+        f"argMaxIf({column}, t, {column} != '')) AS {name}"
+    )
+
+
 def create_chains_view(database: str) -> str:
-    # The inner query renames the columns so the aggregates can take back their names.
+    # The inner query renames the columns so the aggregates can take back their names. The
+    # middle one marks each row ``own`` when it is part of what the chain ended as: once a
+    # chain is final (a final row, and nothing since that starts it again), rows that arrive
+    # after its last final row (a duplicate or late alert, a redelivered step's report) change
+    # neither its state, nor its result, attempts or time to resolution. A new failure after
+    # it was resolved starts it again (streams/policy/chains.py): a later scheduled row.
     db = quote_identifier(database)
     return f"""CREATE OR REPLACE VIEW {db}.chains AS
 SELECT
     chain_id,
-    -- a duplicate, late or replayed alert after the chain ended never becomes its state
-    if(countIf(s != 'duplicate') > 0,
-       argMaxIf(s, (t, indexOf({_STATE_RANK}, s)), s != 'duplicate'), 'duplicate') AS final_state,
+    max(closed) AS ended,
+    multiIf(ended, argMaxIf(s, (t, rank), s IN {_FINALS}),
+            countIf(s NOT IN {_ALERT_ROWS}) > 0, argMaxIf(s, (t, rank), s NOT IN {_ALERT_ROWS}),
+            argMax(s, (t, rank))) AS final_state,
+    if(ended, maxIf(t, s IN {_FINALS}), NULL) AS ended_at,
     multiIf(
-        countIf(s = 'gave_up') > 0, 'gave_up',
-        countIf(s = 'manual') > 0, 'manual',
-        final_state = 'resolved' AND countIf(s = 'executed') > 0, 'remediated',
+        countIf(s = 'gave_up' AND own) > 0, 'gave_up',
+        countIf(s = 'manual' AND own) > 0, 'manual',
+        final_state = 'resolved' AND countIf(s = 'executed' AND own) > 0, 'remediated',
         final_state = 'resolved', 'self_healed',
         final_state = 'dead_letter', 'dead_letter',
         'open') AS result,
@@ -126,30 +155,46 @@ SELECT
             result = 'remediated', 'pipemedic',
             result = 'self_healed', 'platform',
             'people') AS resolved_by,
-    argMaxIf(src, t, src != '') AS source,
-    argMaxIf(pl, t, pl != '') AS pipeline,
-    argMaxIf(et, t, et != '') AS error_type,
-    argMaxIf(rk, t, rk != '') AS risk,
-    argMaxIf(act, t, act != '') AS action,
+    {_chain_value("src", "source")},
+    {_chain_value("pl", "pipeline")},
+    {_chain_value("et", "error_type")},
+    {_chain_value("rk", "risk")},
+    {_chain_value("act", "action")},
+    -- every action taken and its cost, late or not: what the KPIs count
     countIf(s = 'executed') AS actions_taken,
     -- what was done, in order: e.g. scale_cluster,repair_job (a scale, then the run repaired)
     arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArrayIf((t, act), s = 'executed'))), ',')
         AS executed_actions,
-    max(att) AS attempts,
+    maxIf(att, own) AS attempts,
     countIf(s = 'duplicate') AS duplicates,
     sum(cost) AS cost_usd,
     if(countIf(fs > toDateTime64(0, 3, 'UTC')) > 0,
        minIf(fs, fs > toDateTime64(0, 3, 'UTC')), min(t)) AS opened_at,
     max(t) AS last_at,
-    if(final_state = 'resolved', maxIf(t, s = 'resolved'), NULL) AS resolved_at,
+    if(final_state = 'resolved', ended_at, NULL) AS resolved_at,
     toUnixTimestamp64Milli(resolved_at) - toUnixTimestamp64Milli(opened_at)
         AS time_to_resolution_ms
 FROM
 (
-    SELECT chain_id, state AS s, at AS t, source AS src, pipeline AS pl, error_type AS et,
-           risk AS rk, action AS act, attempt AS att, cost_usd AS cost, first_seen_at AS fs
-    FROM {db}.outcomes FINAL
-    WHERE chain_id != '' AND state NOT IN {_DELIVERIES}
+    SELECT *, finals > 0 AND reopened < last_final AS closed,
+           NOT closed OR (t, rank) <= last_final AS own
+    FROM
+    (
+        SELECT *,
+               countIf(s IN {_FINALS}) OVER chain AS finals,
+               maxIf((t, rank), s IN {_FINALS}) OVER chain AS last_final,
+               maxIf((t, rank), s IN {_REOPENING}) OVER chain AS reopened
+        FROM
+        (
+            SELECT chain_id, state AS s, at AS t, source AS src, pipeline AS pl,
+                   error_type AS et, risk AS rk, action AS act, attempt AS att,
+                   cost_usd AS cost, first_seen_at AS fs,
+                   indexOf({_STATE_RANK}, state) AS rank
+            FROM {db}.outcomes FINAL
+            WHERE chain_id != '' AND state NOT IN {_DELIVERIES}
+        )
+        WINDOW chain AS (PARTITION BY chain_id)
+    )
 )
 GROUP BY chain_id"""
 

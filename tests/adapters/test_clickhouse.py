@@ -632,6 +632,70 @@ def test_a_duplicate_after_the_end_never_becomes_the_chains_state(store: Outcome
     assert chain["duplicates"] == 2
 
 
+# rows that reach the store after their chain is final: a duplicate alert classified
+# otherwise, a late alert, a redelivered step's report, a platform retry noticed late
+LATE: tuple[Outcome, ...] = (
+    row("a-l1", 90_000, "A", "received", alert_id="a-8", error_type="Other", action="manual"),
+    row("a-l2", 90_100, "A", "duplicate", alert_id="a-8", error_type="Other", action="manual"),
+    row("b-l1", 91_000, "B", "failed", attempt=3, first_seen_at=2_000, **GT),
+    row("b-l2", 92_000, "B", "duplicate", alert_id="b-9", first_seen_at=2_000, **GT),
+    row("c-l1", 93_000, "C", "waiting", error_type="UserErrorColumnNameInvalid"),
+    row("c-l2", 93_100, "C", "received", alert_id="c-2", error_type="UserErrorColumnNameInvalid"),
+    row("e-l1", 94_000, "E", "executed", attempt=1, error_type="ThrottlingError"),
+)
+CHAIN_FIELDS = (
+    "final_state", "result", "resolved_by", "error_type", "action", "attempts",
+    "opened_at", "resolved_at", "time_to_resolution_ms",
+)  # fmt: skip
+# what a chain ended as; the KPIs that count chains
+CHAIN_KPIS = (
+    "chains", "succeeded", "failed", "manual", "self_healed", "needed_human", "success_rate",
+    "mean_time_to_resolution_ms", "mean_time_to_resolution_manual_ms", "mean_retries",
+)  # fmt: skip
+
+
+def test_rows_after_the_end_change_no_chain_summary(store: OutcomeStore) -> None:
+    store.insert(TRAIL)
+    before = {c["chain_id"]: {f: c[f] for f in CHAIN_FIELDS} for c in chain_summaries(store)}
+    kpis_before = {k: kpis(store)[k] for k in CHAIN_KPIS}
+    store.insert(LATE)
+    after = {c["chain_id"]: {f: c[f] for f in CHAIN_FIELDS} for c in chain_summaries(store)}
+    assert after == before
+    assert {k: kpis(store)[k] for k in CHAIN_KPIS} == kpis_before
+    assert (after["B"]["final_state"], after["B"]["result"]) == ("resolved", "gave_up")
+    assert after["B"]["time_to_resolution_ms"] == 60_000
+    # the per-chain view agrees with the KPIs
+    chains = chain_summaries(store)
+    assert sum(c["result"] == "remediated" for c in chains) == kpis(store)["succeeded"]
+    # a replayed late row counts once, like any other
+    store.insert(LATE[::-1])
+    assert {c["chain_id"]: {f: c[f] for f in CHAIN_FIELDS} for c in chain_summaries(store)} == (
+        before
+    )
+
+
+def test_a_resolved_chain_that_starts_again_is_open_then_ends_again(store: OutcomeStore) -> None:
+    store.insert(TRAIL)
+    again = (
+        row("a-r1", 100_000, "A", "received", alert_id="a-20", first_seen_at=1_000, **GT),
+        row("a-r2", 100_100, "A", "scheduled", attempt=1, first_seen_at=1_000, **GT),
+    )
+    store.insert(again)
+    chain = by_key(chain_summaries(store), "chain_id")["A"]
+    assert (chain["final_state"], chain["result"], chain["resolved_at"]) == (
+        "scheduled",
+        "open",
+        None,
+    )
+    store.insert((row("a-r3", 120_000, "A", "resolved", attempt=1, first_seen_at=1_000, **GT),))
+    chain = by_key(chain_summaries(store), "chain_id")["A"]
+    assert (chain["final_state"], chain["result"], chain["resolved_at"]) == (
+        "resolved",
+        "remediated",
+        120_000,
+    )
+
+
 def test_alerts_outside_the_estate_are_counted_as_ignored(store: OutcomeStore) -> None:
     ignored = row("i1", 5_000, "", "ignored", alert_id="rogue-1", source="adf")
     store.insert((*TRAIL, ignored))
