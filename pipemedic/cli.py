@@ -317,6 +317,18 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def limit_rows(caps: Any, storms: Any, budget_usd: float) -> list[dict[str, Any]]:
+    """The caps, storm rules and daily budget, for ``pipemedic policy``."""
+    rows = [{"limit": "cap", "name": c.name, "rule": c.describe(), "then": c.then} for c in caps]
+    rows += [
+        {"limit": "storm", "name": s.name, "rule": s.describe(), "then": "hold, probe, release"}
+        for s in storms
+    ]
+    budget = f"${budget_usd:.2f} of estimated cost a UTC day" if budget_usd > 0 else "none"
+    rows.append({"limit": "budget", "name": "", "rule": budget, "then": "hand to people"})
+    return rows
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from streams.estate import load_estate
     from streams.policy import rules
@@ -333,10 +345,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
     )
     if not args.explain:
         rows = rollout.table_rows()
+        limits = limit_rows(*rules.load_limits(rules_file), settings.daily_cost_cap_usd)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            print(json.dumps({"rollout": rows, "limits": limits}, indent=2))
         else:
             print_rows("pipemedic policy (first match wins)", rows)
+            print_rows("limits (admission: every worker, one partition)", limits)
         return 0
     if args.alert is None:
         raise AlertsFileError("policy explain needs an alert: pipemedic policy explain ALERT.json")

@@ -179,6 +179,21 @@ class EmbeddedStack:
         self.worker = WorkerProcess(self.settings, log).start()
         return self.worker
 
+    def start_extra_worker(self) -> WorkerProcess:
+        """Another worker in the same consumer group, stopped with the stack: it takes a share
+        of every topic's partitions. It has its own web port and data folder, so its recorder
+        writes the outcome rows of its partitions to a chDB of its own (chDB allows one owner
+        per folder): read such a run's outcomes from the ``outcomes`` topic, not the report."""
+        assert self.settings is not None
+        self._workers_started += 1
+        n = self._workers_started
+        settings = self.settings.model_copy(
+            update={"web_port": free_port(), "data_dir": self.run_dir / f"worker-{n}-data"}
+        )
+        worker = WorkerProcess(settings, self.run_dir / f"worker-{n}.log").start()
+        self._stack.callback(worker.stop)
+        return worker
+
     def stop_worker(self) -> None:
         if self.worker is not None:
             self.worker.stop()

@@ -61,6 +61,9 @@ class Cap:
     then: str = "defer"  # defer | manual
     name: str = ""
 
+    def describe(self) -> str:
+        return f"at most {self.limit} actions per {self.per} within {self.window_s}s"
+
     def label(self) -> str:
         return self.name or f"{self.limit} per {self.per} per {self.window_s}s"
 
@@ -73,11 +76,14 @@ class StormRule:
     within_s: int
     name: str = ""
 
-    def label(self) -> str:
-        return self.name or (
+    def describe(self) -> str:
+        return (
             f"more than {self.more_than} {self.distinct}s failing within {self.within_s}s "
             f"per {self.scope}"
         )
+
+    def label(self) -> str:
+        return self.name or self.describe()
 
 
 @dataclass(frozen=True)

@@ -189,8 +189,17 @@ def test_pipemedic_policy_and_policy_explain(tmp_path, monkeypatch, capsys):
     estate, rules = ROOT / "deploy/estate.example.yaml", ROOT / "deploy/rules.example.yaml"
     args = ["--rules", str(rules), "--estate", str(estate), "--json"]
     assert cli.main(["policy", *args]) == 0
-    table = json.loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)
+    table, limits = shown["rollout"], shown["limits"]
     assert [r["name"] for r in table][-1] == "(global mode)" and table[-1]["mode"] == "automatic"
+    assert [(r["limit"], r["name"]) for r in limits] == [
+        ("cap", "three-an-hour"),
+        ("cap", "ten-per-factory"),
+        ("storm", "factory-outage"),
+        ("storm", "same-error-across-factories"),
+        ("budget", ""),
+    ]
+    assert limits[0]["rule"] == "at most 3 actions per target within 3600s"
     payload = DEMO_ALERT.replace(b"adf-sales-prod", b"adf-dev")
     (tmp_path / "alert.json").write_bytes(payload)
     assert cli.main(["policy", "explain", str(tmp_path / "alert.json"), *args]) == 0
