@@ -8,6 +8,7 @@ step, re-enter the chain, or hand over to people.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from agents import metrics
@@ -30,10 +31,19 @@ from streams.policy.steps import (
     defer,
 )
 
-# A step our own rate limit held back waits at least this, plus up to HOLD_SPREAD_S chosen by
-# its action id, so a burst held together does not come back together.
+# A step our own rate limit held back waits at least MIN_HOLD_S, doubled for each time the
+# same step was held back before (up to MAX_HOLD_S), plus up to HOLD_SPREAD_S chosen by its
+# action id: when many steps contend for one quota, they come back spread out and ever less
+# often, instead of all retrying every second and spending the worker on being refused.
 MIN_HOLD_S = 1.0
+MAX_HOLD_S = 30.0
 HOLD_SPREAD_S = 2.0
+HELD_BACK = "held_back"  # how often this step was held back, in its context
+
+
+def hold_s(retry_after_s: float | None, times_held: int, action_id: str) -> float:
+    wait = max(retry_after_s or 0.0, MIN_HOLD_S) * 2 ** min(times_held, 10)
+    return min(wait, MAX_HOLD_S) + spread_s(action_id)
 
 
 def spread_s(action_id: str) -> float:
@@ -115,8 +125,14 @@ class StepRunner:
             # our own rate limit: nothing was sent, nothing failed, no retry is spent; the
             # steps held together come back spread out, not all at the same instant
             self._counted(request, "held_back")
-            wait_s = max(held.retry_after_s or 0.0, MIN_HOLD_S) + spread_s(request.action_id)
-            return defer(request, wait_s=wait_s, reason=str(held), now_ms=self.clock.now_ms())
+            times = int(request.context.get(HELD_BACK, "0"))
+            wait_s = hold_s(held.retry_after_s, times, request.action_id)
+            deferred = defer(request, wait_s=wait_s, reason=str(held), now_ms=self.clock.now_ms())
+            (again,) = deferred.requests
+            again = replace(again, context={**again.context, HELD_BACK: str(times + 1)})
+            # one row for the first hold of a step; the holds after it say nothing new
+            outcomes = () if times else deferred.outcomes
+            return replace(deferred, requests=(again,), outcomes=outcomes)
         except PlatformError as error:
             self._counted(request, f"error:{error.kind.value}")
             if error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):

@@ -135,15 +135,20 @@ async def test_a_call_our_rate_limit_held_back_is_deferred_and_never_opens_the_b
 async def test_steps_held_back_together_come_back_spread_out_and_never_give_up():
     procedure = Procedure(HeldBack("ADF queryPipelineRuns", 0.0))
     run, clock, _ = runner(procedure)
-    dues = []
+    dues, rows = [], 0
     for i in range(20):
         request = adf_request(f"c{i}")
+        waits = []
         for _ in range(8):  # more holds than the step retry limit allows failures
             effects = await run.run(request)
             assert not effects.chain_events  # never handed to people for our own limit
+            rows += len(effects.outcomes)
             [request] = effects.requests
-        dues.append(request.due_at - clock.now_ms())
+            waits.append(request.due_at - clock.now_ms())
+        assert waits[0] < waits[2] < waits[4] <= 32_000  # ever less often, up to a bound
+        dues.append(waits[0])
     assert min(dues) >= 1000 and len(set(dues)) > 10
+    assert rows == 20  # one row per held step, not one per hold
 
 
 async def test_steps_are_counted_by_action_and_result():
