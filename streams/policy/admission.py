@@ -35,6 +35,7 @@ from typing import Any
 from streams.policy.budget import day_of
 from streams.policy.ids import event_id
 from streams.policy.model import Action, ActionRequest, Outcome, Step
+from streams.policy.notices import NOTIFY, Transition
 from streams.policy.steps import Effects, defer, over_budget
 
 ADMISSION_KEY = "estate"  # every item is keyed so: one partition, one owner of every counter
@@ -208,6 +209,7 @@ class Admission:
 
     def _count_failure(self, request: ActionRequest, now_ms: int) -> Effects:
         rows: list[Outcome] = []
+        notices: list[ActionRequest] = []  # people are told once per storm
         for index, rule, value in self._scopes(request):
             key = f"storm|{index}|{value}"
             storm = dict(self.store.get(key) or {})
@@ -225,9 +227,11 @@ class Admission:
             elif count > rule.more_than and not storm.get("state"):
                 storm.update(state=STORM, since=now_ms, probe="")
                 chains = sorted({s[2] for s in seen})
-                rows.append(_storm_row(rule, value, chains, count, now_ms))
+                row = _storm_row(rule, value, chains, count, now_ms)
+                rows.append(row)
+                notices.append(_storm_notice(request, row))
             self.store[key] = storm
-        return Effects(outcomes=tuple(rows))
+        return Effects(requests=tuple(notices), outcomes=tuple(rows))
 
     def _storms(self, request: ActionRequest, now_ms: int) -> tuple[Effects, Effects | None]:
         """The rows of storms this look ends, and the hold if a storm on one of the
@@ -297,6 +301,22 @@ def _storm_row(
             f"storm on {rule.scope} {value}: {count} {rule.distinct}s failing "
             f"({rule.label()}); actions held, people to decide. Chains: {listed}{more}"
         ),
+    )
+
+
+def _storm_notice(request: ActionRequest, row: Outcome) -> ActionRequest:
+    """What people are told of a storm, once (the notifier keys it by the storm)."""
+    return replace(
+        request,
+        action_id=f"{row.dedup_key}@{row.at}:notify:{Transition.STORM.value}",
+        chain_id=f"{row.dedup_key}@{row.at}",
+        dedup_key=row.dedup_key,
+        action=NOTIFY,
+        step=Transition.STORM.value,
+        attempt=0,
+        due_at=row.at,
+        reason=row.detail,
+        context={"state": STORM},
     )
 
 

@@ -44,10 +44,11 @@ class Transition(enum.StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVAL_EXPIRED = "approval_expired"
     RESOLVED = "resolved"  # after a hand-off: the incident closes
+    STORM = "storm"  # many failures on one scope: its actions are held (admission)
 
 
 # the transitions that open a message (anything else only updates one)
-OPENING = frozenset({Transition.HANDED_TO_PEOPLE, Transition.AWAITING_APPROVAL})
+OPENING = frozenset({Transition.HANDED_TO_PEOPLE, Transition.AWAITING_APPROVAL, Transition.STORM})
 
 
 class Delivery(enum.StrEnum):
@@ -63,7 +64,8 @@ APPROVAL_REFUSED = "approval_refused"  # an approval link was tampered with, exp
 EXPIRED = "expired"  # an approval request nobody decided in time
 # rows about telling people and their links, and the kill switch's pauses and resumes
 # (streams/policy/pauses.py): not chain transitions (the chains view skips them)
-SIDE_STATES = DELIVERY_STATES | {APPROVAL_REFUSED, "paused", "resumed"}
+# and the storm guard's storms (streams/policy/admission.py)
+SIDE_STATES = DELIVERY_STATES | {APPROVAL_REFUSED, "paused", "resumed", "storm", "storm_over"}
 
 EXPIRED_DETAIL = "expired: no decision within"
 

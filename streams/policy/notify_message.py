@@ -43,6 +43,7 @@ _HEADLINE: Mapping[str, str] = {
     Transition.AWAITING_APPROVAL: "awaits approval",
     Transition.APPROVAL_EXPIRED: "approval expired: needs a person",
     Transition.RESOLVED: "resolved",
+    Transition.STORM: "and more: a storm, actions held",
 }
 
 

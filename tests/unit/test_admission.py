@@ -149,6 +149,9 @@ def test_more_than_the_threshold_of_failing_pipelines_is_one_storm_with_its_chai
     assert len(storm_rows) == 1
     assert "storm on factory adf|adf-1" in storm_rows[0].detail
     assert all(f"c{i}" in storm_rows[0].detail for i in range(4))
+    notices = [q for r in results for q in r.requests if q.action == "notify"]
+    assert len(notices) == 1 and notices[0].step == "storm"  # people are told once
+    assert notices[0].reason == storm_rows[0].detail
     # another factory is not in the storm
     assert admitted(gate.decide(request("x", factory="adf-2"), T0 + 10))
 

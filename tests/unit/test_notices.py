@@ -155,6 +155,7 @@ def test_told_transitions_are_the_documented_ones():
         "awaiting_approval",
         "approval_expired",
         "resolved",
+        "storm",  # the storm guard's one message per storm (streams/policy/admission.py)
     }
 
 

@@ -148,7 +148,10 @@ rules:
     ("text", "message"),
     [
         ("rules: {a: 1}", "rules: expected a list"),
-        ("nonsense: 1", "expected a mapping with only 'caps', 'rollout', 'rules', 'schedules', 'storms' keys"),
+        (
+            "nonsense: 1",
+            "expected a mapping with only 'caps', 'rollout', 'rules', 'schedules', 'storms' keys",
+        ),
         ("schedules: {X: [0]}", "schedules.X: expected a non-empty list of seconds"),
         ("schedules: {X: []}", "schedules.X: expected a non-empty list"),
         (
