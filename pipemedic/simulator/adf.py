@@ -11,8 +11,9 @@ Requests are validated where client bugs hide: ``api-version``, the bearer token
 subscription/resource group/factory triple (case-insensitive, as in ARM), recovery flags,
 rerunning a run that has not finished, query bodies without their required window.
 
-ARM's throttling is simulated per subscription: GETs spend the reads bucket, POSTs the
-writes bucket (sizes and refill rates from the world's ``arm_limits``). Every answer says
+ARM's throttling is simulated per subscription: GETs and the query actions
+(``queryPipelineRuns``, ``queryActivityruns``) spend the reads bucket, other POSTs the writes
+bucket (sizes and refill rates from the world's ``arm_limits``). Every answer says
 what is left in ``x-ms-ratelimit-remaining-subscription-reads``/``-writes``; an empty bucket
 answers 429 with ``Retry-After``.
 """
@@ -161,7 +162,8 @@ class AdfSim:
         return factory
 
     def _throttle(self, request: web.Request, subscription: str) -> None:
-        operation = "reads" if request.method == "GET" else "writes"
+        last = request.path.rstrip("/").rsplit("/", 1)[-1].lower()
+        operation = "reads" if request.method == "GET" or last.startswith("query") else "writes"
         buckets, now = self._buckets[operation], self._clock()
         wait = buckets.take(subscription, now)
         if wait > 0:

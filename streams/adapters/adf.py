@@ -75,6 +75,15 @@ class PipelineRun:
         return self.status in FINAL_STATUSES
 
 
+def arm_operation(method: str, last_segment: str) -> str:
+    """The ARM throttling bucket a call spends: GETs and the query actions (``POST
+    .../queryPipelineRuns``, ``.../queryActivityruns``: ARM answers them with
+    ``x-ms-ratelimit-remaining-subscription-reads``) are reads, other POSTs writes."""
+    if method == "GET" or last_segment.lower().startswith("query"):
+        return "reads"
+    return "writes"
+
+
 class ADFClient:
     def __init__(
         self,
@@ -183,7 +192,7 @@ class ADFClient:
         url = f"{self._factory_url(name, ref)}/{'/'.join(tail)}"
         query = {"api-version": self._config.api_version, **(params or {})}
         what = f"ADF {method} {'/'.join(tail)} in {factory}"
-        operation = "reads" if method == "GET" else "writes"
+        operation = arm_operation(method, tail[-1])
         buckets, scope = self._buckets[operation], f"arm|{ref.subscription_id.lower()}|{operation}"
         wait = buckets.take(scope, self._clock())
         if wait > 0:

@@ -259,3 +259,18 @@ async def test_the_client_sends_escaped_names_unchanged(start_sim, estate, adf_f
     (call,) = sim.matching(path="/subscriptions/*")
     assert call.path.endswith("/pipelines/a%2Fb%3Fc/createRun")  # the log keeps the raw path
     assert call.query["referencePipelineRunId"] == estate.failed_run  # "?c" did not start a query
+
+
+async def test_the_query_actions_spend_reads_as_arm_counts_them(
+    start_sim, small_world, adf_for, estate
+) -> None:
+    # PipelineRuns_QueryByFactory answers with x-ms-ratelimit-remaining-subscription-reads
+    sim = await start_sim(small_world(arm_limits={"writes": {"capacity": 1, "refill_per_s": 0.01}}))
+    now = [1000.0]
+    adf = adf_for(sim, clock=lambda: now[0])
+    await adf.rerun_from_failure(estate.factory, "load_orders", estate.failed_run)
+    with pytest.raises(HeldBack):  # ARM said 0 writes left: our writes bucket is empty too
+        await adf.rerun_from_failure(estate.factory, "load_orders", estate.failed_run)
+    for _ in range(5):  # queries go on: they spend reads
+        await adf.query_runs(estate.factory, after=0, before=2_000_000_000_000)
+    assert sim.count(path="*/queryPipelineRuns", status=200) == 5
