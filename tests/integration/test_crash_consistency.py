@@ -46,3 +46,31 @@ def test_a_kill_mid_burst_loses_no_step_starts_none_twice_and_invents_no_chain(t
     expected = {chain_of(run, failed) for run in failed}
     assert final == expected == {c["chain_id"] for c in chains}  # none open, no phantom
     assert set(reruns) == set(failed) and set(reruns.values()) == {1}
+
+
+def test_two_workers_one_killed_mid_burst_the_other_takes_over_and_nothing_is_lost(tmp_path):
+    payloads, world, failed = build_load(factories=3, messages=16, seed=11)
+    world["latency_ms"] = 20
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(json.dumps({"schedules": {"GatewayTimeout": [1, 2, 3]}}))
+    with EmbeddedStack(
+        tmp_path / "stack", world, rules_file=rules, mode="automatic", verify_poll_s=1.0
+    ) as stack:
+        second = stack.start_extra_worker()  # the group splits every topic's partitions
+        stack.worker.wait_ready()
+        second.wait_ready()
+        half = len(payloads) // 2
+        stack.send_raw(payloads[:half])
+        time.sleep(4)
+        second.kill()  # its partitions go to the survivor, with the tables' changelogs
+        stack.send_raw(payloads[half:])
+        # each worker records its share in a chDB of its own: the outcomes topic has them all
+        watch = asyncio.run(watch_until_settled(stack, timeout_s=240))
+        reruns = Counter(
+            c.query.get("referencePipelineRunId")
+            for c in stack.simulator.matching("POST", "*/createRun")
+        )
+    assert watch.settled
+    final = {c for c, state in watch.chains.items() if state in FINAL}
+    assert final == {chain_of(run, failed) for run in failed} == set(watch.chains)
+    assert set(reruns) == set(failed) and set(reruns.values()) == {1}
