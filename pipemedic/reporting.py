@@ -31,6 +31,7 @@ def clickhouse_config(settings: Settings) -> ClickHouseConfig:
         user=settings.clickhouse_user,
         password=settings.clickhouse_password,
         database=settings.clickhouse_database,
+        outcomes_ttl_days=settings.outcomes_ttl_days,
     )
 
 

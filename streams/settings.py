@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_database: str = "pipemedic"
+    # outcome rows and chain summaries are dropped this many days after their time; 0 = kept
+    outcomes_ttl_days: int = Field(default=0, ge=0)
     sink_batch_size: int = 500
     sink_flush_s: float = 1.0
 

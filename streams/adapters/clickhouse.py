@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 from pydantic import SecretStr
 
+from streams.adapters import clickhouse_schema as schema
 from streams.adapters import clickhouse_sql as sql
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.policy.model import Outcome
@@ -47,6 +48,7 @@ class ClickHouseConfig:
     user: str = "default"
     password: SecretStr = field(default_factory=lambda: SecretStr(""))
     database: str = "pipemedic"
+    outcomes_ttl_days: int = 0  # rows (and chain summaries) go this long after; 0 = kept
 
 
 class OutcomeStore(Protocol):
@@ -169,12 +171,13 @@ class _Store(abc.ABC):
 class ChdbStore(_Store):
     """Embedded ClickHouse persisted to ``path`` (created if missing)."""
 
-    def __init__(self, path: str | Path, database: str = "pipemedic") -> None:
+    def __init__(self, path: str | Path, database: str = "pipemedic", ttl_days: int = 0) -> None:
         from chdb.session import Session  # heavy: load only when the embedded store is used
 
         sql.quote_identifier(database)
         self.path = str(Path(path).resolve())
         self.database = database
+        self.ttl_days = ttl_days
         Path(self.path).mkdir(parents=True, exist_ok=True)
         self._session: Any = Session(self.path)
         try:
@@ -195,8 +198,8 @@ class ChdbStore(_Store):
         return result.bytes()
 
     def ensure_schema(self) -> None:
-        for statement in sql.schema_statements(self.database):
-            self._run(statement)
+        # the folder's only owner: an unpartitioned outcomes table is moved on the spot
+        schema.apply(self._run, self.query, self.database, self.ttl_days, migrate=True)
 
     def insert(self, rows: Sequence[Outcome]) -> None:
         if not rows:
@@ -243,6 +246,7 @@ class ServerStore(_Store):
         client: Any = None,
         connect_timeout_s: float = 5.0,
         send_receive_timeout_s: float = 60.0,
+        ttl_days: int = 0,
     ) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https"):
@@ -256,6 +260,7 @@ class ServerStore(_Store):
         self.database = parts.path.strip("/") or database or "pipemedic"
         sql.quote_identifier(self.database)
         self._timeouts = (connect_timeout_s, send_receive_timeout_s)
+        self.ttl_days = ttl_days
         self._client = client
         if client is not None:
             client.database = self.database
@@ -305,8 +310,13 @@ class ServerStore(_Store):
         )
         if not _decode(found)[0]["n"]:
             self._call("command", sql.create_database(self.database), use_database=False)
-        for statement in sql.schema_statements(self.database):
-            self._call("command", statement, use_database=False)
+        # several workers may write: an unpartitioned outcomes table stays as it is (README)
+        schema.apply(
+            lambda statement: self._call("command", statement, use_database=False),
+            self.query,
+            self.database,
+            self.ttl_days,
+        )
 
     def insert(self, rows: Sequence[Outcome]) -> None:
         if not rows:
@@ -363,10 +373,16 @@ _HTTP_KINDS = {
 
 def open_store(config: ClickHouseConfig) -> OutcomeStore:
     if config.url:
-        return ServerStore(config.url, config.user, config.password, config.database)
+        return ServerStore(
+            config.url,
+            config.user,
+            config.password,
+            config.database,
+            ttl_days=config.outcomes_ttl_days,
+        )
     if not config.path:
         raise ValueError("ClickHouseConfig needs a server url or an embedded store path")
-    return ChdbStore(config.path, config.database)
+    return ChdbStore(config.path, config.database, config.outcomes_ttl_days)
 
 
 # --- reports ---------------------------------------------------------------------------

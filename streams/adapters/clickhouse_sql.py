@@ -5,11 +5,14 @@ plain ClickHouse SQL with ``{name:Type}`` server-side parameters; nothing is for
 a query except the database identifier of the DDL, which is validated first.
 
 Replays must not count twice. The table is a ReplacingMergeTree keyed on
-``(chain_id, event_id)`` and every read goes through ``FINAL``, so two copies of one
-transition collapse at query time even before a background merge has removed one.
+``(chain_id, event_id)``, partitioned by month of ``at``, and every read of rows goes through
+``FINAL``, so two copies of one transition in one month collapse at query time even before a
+background merge has removed one.
 
-What a chain *ended as* is decided once, in the ``chains`` view, and every report and
-dashboard reads that view rather than re-deriving it:
+What a chain *ended as* is decided once, in the ``chains`` view (kept from
+``chain_state``, an AggregatingMergeTree a materialized view fills on insert:
+``clickhouse_chains.py``), and every report and dashboard reads that view rather than
+re-deriving it:
 
 =============  =============================================================================
 result         meaning
@@ -40,9 +43,6 @@ from __future__ import annotations
 
 import re
 
-from streams.policy.model import FINAL_STATES, OutcomeState
-from streams.policy.notices import SIDE_STATES
-
 # Tables are data: one row per Outcome field, in the dataclass order.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "String"),
@@ -71,20 +71,6 @@ COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 # Outcome carries these as epoch milliseconds; the table stores DateTime64(3).
 TIME_COLUMNS: frozenset[str] = frozenset({"at", "due_at", "first_seen_at"})
 
-# Lifecycle order of the states: breaks ties between rows written in the same millisecond,
-# so "resolved" written in the same ms as "executed" still counts as the chain's last state.
-_STATE_RANK = "[" + ", ".join(f"'{s.value}'" for s in OutcomeState) + "]"
-
-# a chain's own final states (streams/policy/model.py FINAL_STATES); the rows that start a
-# chain again after one; rows about an alert rather than a move of the chain
-_FINALS = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINAL_STATES)) + ")"
-_REOPENING = "('scheduled', 'awaiting_approval')"
-_ALERT_ROWS = "('received', 'duplicate')"
-
-# rows about telling people and their approval links (streams/policy/notices.py) are not
-# chain transitions
-_DELIVERIES = "(" + ", ".join(f"'{s}'" for s in sorted(SIDE_STATES)) + ")"
-
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -98,17 +84,32 @@ def create_database(database: str) -> str:
     return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}"
 
 
-def create_outcomes(database: str) -> str:
+# Months: a dashboard's time range reads only its partitions, and a TTL drops whole parts.
+PARTITION_KEY = "toYYYYMM(at)"
+
+
+def outcomes_ttl(ttl_days: int) -> str:
+    """The TTL clause of ``outcomes`` ("" for none): rows go ``ttl_days`` after ``at``."""
+    return f"TTL toDateTime(at) + INTERVAL {int(ttl_days)} DAY" if ttl_days > 0 else ""
+
+
+def create_outcomes(database: str, ttl_days: int = 0) -> str:
     columns = ",\n    ".join(f"{name} {type_}" for name, type_ in COLUMNS)
-    # No PARTITION BY: replacing only works inside one partition, and a replayed row may
-    # carry a different ``at``. non_replicated_deduplication_window turns on insert
-    # deduplication for a plain (non-replicated) server and for chDB; replicated and
-    # ClickHouse Cloud tables deduplicate inserts by default.
+    # Replacing works inside one partition only: a copy of a row replayed in a later month
+    # than the first (a replay carries a new ``at``) stays a second row under FINAL. The
+    # chain summaries ignore such copies (clickhouse_chains.py); row counts see both.
+    # non_replicated_deduplication_window turns on insert deduplication for a plain
+    # (non-replicated) server and for chDB; replicated and ClickHouse Cloud tables
+    # deduplicate inserts by default. ttl_only_drop_parts: expired rows go with their
+    # month's parts, not by rewriting them.
+    ttl = f"{outcomes_ttl(ttl_days)}\n" if ttl_days > 0 else ""
     return (
         f"CREATE TABLE IF NOT EXISTS {quote_identifier(database)}.outcomes\n(\n    {columns}\n)\n"
         "ENGINE = ReplacingMergeTree\n"
+        f"PARTITION BY {PARTITION_KEY}\n"
         "ORDER BY (chain_id, event_id)\n"
-        "SETTINGS non_replicated_deduplication_window = 1000"
+        f"{ttl}"
+        "SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1"
     )
 
 
@@ -116,92 +117,6 @@ def add_missing_columns(database: str) -> str:
     """Outcome grew a field since the table was created: add it (a no-op when up to date)."""
     clauses = ",\n    ".join(f"ADD COLUMN IF NOT EXISTS {n} {t}" for n, t in COLUMNS)
     return f"ALTER TABLE {quote_identifier(database)}.outcomes\n    {clauses}"
-
-
-def _chain_value(column: str, name: str) -> str:
-    """The chain's latest non-empty ``column``, from its own rows before any alert row (a
-    duplicate alert may be classified otherwise than the chain it joined)."""
-    own = f"{column} != '' AND s NOT IN {_ALERT_ROWS} AND own"
-    return (
-        f"if(countIf({own}) > 0, argMaxIf({column}, t, {own}), "
-        f"argMaxIf({column}, t, {column} != '')) AS {name}"
-    )
-
-
-def create_chains_view(database: str) -> str:
-    # The inner query renames the columns so the aggregates can take back their names. The
-    # middle one marks each row ``own`` when it is part of what the chain ended as: once a
-    # chain is final (a final row, and nothing since that starts it again), rows that arrive
-    # after its last final row (a duplicate or late alert, a redelivered step's report) change
-    # neither its state, nor its result, attempts or time to resolution. A new failure after
-    # it was resolved starts it again (streams/policy/chains.py): a later scheduled row.
-    db = quote_identifier(database)
-    return f"""CREATE OR REPLACE VIEW {db}.chains AS
-SELECT
-    chain_id,
-    max(closed) AS ended,
-    multiIf(ended, argMaxIf(s, (t, rank), s IN {_FINALS}),
-            countIf(s NOT IN {_ALERT_ROWS}) > 0, argMaxIf(s, (t, rank), s NOT IN {_ALERT_ROWS}),
-            argMax(s, (t, rank))) AS final_state,
-    if(ended, maxIf(t, s IN {_FINALS}), NULL) AS ended_at,
-    multiIf(
-        countIf(s = 'gave_up' AND own) > 0, 'gave_up',
-        countIf(s = 'manual' AND own) > 0, 'manual',
-        final_state = 'resolved' AND countIf(s = 'executed' AND own) > 0, 'remediated',
-        final_state = 'resolved', 'self_healed',
-        final_state = 'dead_letter', 'dead_letter',
-        'open') AS result,
-    multiIf(final_state != 'resolved', '',
-            result = 'remediated', 'pipemedic',
-            result = 'self_healed', 'platform',
-            'people') AS resolved_by,
-    {_chain_value("src", "source")},
-    {_chain_value("pl", "pipeline")},
-    {_chain_value("et", "error_type")},
-    {_chain_value("rk", "risk")},
-    {_chain_value("act", "action")},
-    -- every action taken and its cost, late or not: what the KPIs count
-    countIf(s = 'executed') AS actions_taken,
-    -- what was done, in order: e.g. scale_cluster,repair_job (a scale, then the run repaired)
-    arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArrayIf((t, act), s = 'executed'))), ',')
-        AS executed_actions,
-    maxIf(att, own) AS attempts,
-    countIf(s = 'duplicate') AS duplicates,
-    sum(cost) AS cost_usd,
-    if(countIf(fs > toDateTime64(0, 3, 'UTC')) > 0,
-       minIf(fs, fs > toDateTime64(0, 3, 'UTC')), min(t)) AS opened_at,
-    max(t) AS last_at,
-    if(final_state = 'resolved', ended_at, NULL) AS resolved_at,
-    toUnixTimestamp64Milli(resolved_at) - toUnixTimestamp64Milli(opened_at)
-        AS time_to_resolution_ms
-FROM
-(
-    SELECT *, finals > 0 AND reopened < last_final AS closed,
-           NOT closed OR (t, rank) <= last_final AS own
-    FROM
-    (
-        SELECT *,
-               countIf(s IN {_FINALS}) OVER chain AS finals,
-               maxIf((t, rank), s IN {_FINALS}) OVER chain AS last_final,
-               maxIf((t, rank), s IN {_REOPENING}) OVER chain AS reopened
-        FROM
-        (
-            SELECT chain_id, state AS s, at AS t, source AS src, pipeline AS pl,
-                   error_type AS et, risk AS rk, action AS act, attempt AS att,
-                   cost_usd AS cost, first_seen_at AS fs,
-                   indexOf({_STATE_RANK}, state) AS rank
-            FROM {db}.outcomes FINAL
-            WHERE chain_id != '' AND state NOT IN {_DELIVERIES}
-        )
-        WINDOW chain AS (PARTITION BY chain_id)
-    )
-)
-GROUP BY chain_id"""
-
-
-def schema_statements(database: str) -> tuple[str, ...]:
-    """Table, columns and view, in that order; each store creates the database itself."""
-    return (create_outcomes(database), add_missing_columns(database), create_chains_view(database))
 
 
 # --- reports ---------------------------------------------------------------------------

@@ -702,3 +702,167 @@ def test_alerts_outside_the_estate_are_counted_as_ignored(store: OutcomeStore) -
     k = kpis(store)
     assert k["ignored_outside_estate"] == 1
     assert "" not in by_key(chain_summaries(store), "chain_id")  # no chain was opened
+
+
+# --- chain summaries kept on insert (clickhouse_chains.py) ------------------------------
+
+
+def chains_table(store: OutcomeStore, view: str) -> list[dict]:
+    rows = store.query(f"SELECT * FROM {view} ORDER BY chain_id")
+    for r in rows:
+        r["cost_usd"] = round(r["cost_usd"], 9)  # the states add costs in another order
+    return rows
+
+
+def random_trail(seed: int, chains: int = 150) -> list[Outcome]:
+    """Chains of random transitions: same-ms ties, late and reopening rows, values that
+    change and go empty, alert rows classified otherwise, attempts, costs."""
+    import random
+
+    rng = random.Random(seed)
+    states = [
+        "received", "duplicate", "waiting", "scheduled", "observed", "awaiting_approval",
+        "executed", "retrying", "failed", "resolved", "gave_up", "manual", "dead_letter",
+    ]  # fmt: skip
+    rows = []
+    for c in range(chains):
+        picked: set[tuple[int, str]] = set()
+        for _ in range(rng.randint(1, 9)):
+            at, state = rng.randint(1, 40) * 1_000, rng.choice(states)
+            if (at, state) in picked:  # equal keys make argMax arbitrary in both
+                continue
+            picked.add((at, state))
+            rows.append(
+                row(
+                    f"r{c}-{len(rows)}",
+                    at,
+                    f"ch{c}",
+                    state,
+                    alert_id=f"al{rng.randint(0, 3)}" if state in ("received", "duplicate") else "",
+                    source=rng.choice(["", "adf", "databricks"]),
+                    scope=rng.choice(["", "adf-prod", "ws-1"]),
+                    pipeline=rng.choice(["", "Copy", "Rollup"]),
+                    error_type=rng.choice(["", "GatewayTimeout", "Other"]),
+                    risk=rng.choice(["", "low", "high"]),
+                    action=rng.choice(["", "retry_pipeline", "repair_job", "manual"]),
+                    attempt=rng.choice([0, 0, 1, 2, 3]),
+                    cost_usd=rng.choice([0.0, 0.0, 0.1, 0.25]),
+                    first_seen_at=rng.choice([0, 500, 1_000]),
+                )
+            )
+    return rows
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_folded_summaries_equal_the_summaries_from_rows(store: OutcomeStore, seed: int) -> None:
+    trail = random_trail(seed)
+    for start in range(0, len(trail), 37):  # blocks split chains: states merge across them
+        store.insert(trail[start : start + 37])
+    store.insert(trail[::3])  # replays in other batches
+    expected = chains_table(store, "chains_from_rows")
+    assert len(expected) == len({r.chain_id for r in trail})
+    assert chains_table(store, "chains") == expected
+    store.query("OPTIMIZE TABLE chain_state FINAL")  # and after the states are merged
+    assert chains_table(store, "chains") == expected
+
+
+def test_trail_and_late_rows_equal_the_summaries_from_rows(store: OutcomeStore) -> None:
+    store.insert(TRAIL)
+    assert chains_table(store, "chains") == chains_table(store, "chains_from_rows")
+    store.insert(LATE)
+    assert chains_table(store, "chains") == chains_table(store, "chains_from_rows")
+
+
+def test_summaries_are_read_from_the_folded_state(store: OutcomeStore) -> None:
+    store.insert(TRAIL)
+    before = chain_summaries(store)
+    [state] = store.query("SELECT uniqExact(chain_id) AS n FROM chain_state")
+    assert state["n"] == 6
+    # without the rows, the chains that have nothing after their end are still summarised
+    store.query("TRUNCATE TABLE outcomes")
+    assert chain_summaries(store) == before
+    # a chain with a row after its end is summarised from its rows instead: here only the
+    # late row is left of them
+    store.insert((row("e-l1", 94_000, "E", "executed", attempt=1, error_type="Other"),))
+    after = by_key(chain_summaries(store), "chain_id")
+    assert after["E"]["final_state"] == "executed" != by_key(before, "chain_id")["E"]["final_state"]
+    assert {k: v for k, v in after.items() if k != "E"} == {
+        c["chain_id"]: c for c in before if c["chain_id"] != "E"
+    }
+
+
+# how older versions created the table: no partitions, no chain_state
+OLD_OUTCOMES = (
+    "CREATE TABLE {db}.outcomes\n(\n    "
+    + ",\n    ".join(f"{n} {t}" for n, t in sql.COLUMNS)
+    + "\n)\nENGINE = ReplacingMergeTree\nORDER BY (chain_id, event_id)\n"
+    "SETTINGS non_replicated_deduplication_window = 1000"
+)
+
+
+def layout(store: OutcomeStore) -> dict[str, str]:
+    rows = store.query(
+        "SELECT name, partition_key FROM system.tables WHERE database = {db:String}",
+        {"db": store.database},
+    )
+    return {r["name"]: r["partition_key"] for r in rows}
+
+
+def test_a_store_made_by_an_older_version_keeps_working(target: Target) -> None:
+    old = target.open()
+    old.ensure_schema()  # the database, then back to what an older version left
+    for name in ("chains", "chains_from_rows", "chain_state_mv", "chain_state", "outcomes"):
+        old.query(f"DROP TABLE {name}")
+    old.query(OLD_OUTCOMES.format(db=old.database))
+    old.insert(TRAIL)
+    assert "chain_state" not in layout(old)
+    old.close()
+    store = target.open()
+    OutcomeWriter(store).write(LATE)  # a new version's writer, on the old data
+    assert chains_table(store, "chains") == chains_table(store, "chains_from_rows")
+    assert len(chain_summaries(store)) == 6  # the old rows were folded into chain_state
+    tables = layout(store)
+    assert {"outcomes", "chain_state", "chain_state_mv", "chains"} <= set(tables)
+    if isinstance(store, ChdbStore):  # its only owner moves the table to the new layout
+        assert tables["outcomes"] == sql.PARTITION_KEY
+    else:  # a server's is left as it is for an operator (README)
+        assert tables["outcomes"] == ""
+    assert store.query("SELECT count() AS n FROM outcomes FINAL") == [{"n": len(TRAIL) + len(LATE)}]
+    store.ensure_schema()  # once folded, not again
+    [state] = store.query("SELECT comment FROM system.tables WHERE name = 'chain_state'"
+                          " AND database = {db:String}", {"db": store.database})  # fmt: skip
+    assert "folded from outcomes" in state["comment"]
+
+
+def test_outcomes_are_partitioned_by_month(store: OutcomeStore) -> None:
+    assert layout(store)["outcomes"] == "toYYYYMM(at)"
+    store.insert((row("m1", 1_700_000_000_000, "M", "received"), row("m2", 1, "M", "manual")))
+    parts = store.query(
+        "SELECT DISTINCT partition FROM system.parts WHERE database = {db:String}"
+        " AND table = 'outcomes' AND active ORDER BY partition",
+        {"db": store.database},
+    )
+    assert [p["partition"] for p in parts] == ["197001", "202311"]
+
+
+def test_ttl_removes_old_rows_and_their_chains(target: Target, tmp_path: Path) -> None:
+    import time
+
+    now_ms = int(time.time() * 1000)
+    store = target.open()
+    store.ttl_days = 30
+    store.ensure_schema()
+    store.insert(TRAIL)  # 1970: long expired
+    store.insert((row("n1", now_ms, "N", "received"), row("n2", now_ms + 1, "N", "manual")))
+    store.query("OPTIMIZE TABLE outcomes FINAL")
+    store.query("OPTIMIZE TABLE chain_state FINAL")
+    assert store.query("SELECT DISTINCT chain_id FROM outcomes") == [{"chain_id": "N"}]
+    assert [c["chain_id"] for c in chain_summaries(store)] == ["N"]
+    # the setting changes: the tables follow
+    engines = "SELECT name, engine_full FROM system.tables WHERE database = {db:String}"
+    ttl = {r["name"]: r["engine_full"] for r in store.query(engines, {"db": store.database})}
+    assert "toIntervalDay(30)" in ttl["outcomes"] and "toIntervalDay(30)" in ttl["chain_state"]
+    store.ttl_days = 0
+    store.ensure_schema()
+    ttl = {r["name"]: r["engine_full"] for r in store.query(engines, {"db": store.database})}
+    assert " TTL " not in ttl["outcomes"] and " TTL " not in ttl["chain_state"]

@@ -49,7 +49,33 @@ MACROS = [
 ]
 
 
-def expand(sql: str) -> str:
+VARIABLES = ("source", "scope", "pipeline", "error_type")
+Selection = dict[str, list[str]]  # a variable left out is "All"
+
+
+def _conditional_all(sql: str, selection: Selection) -> str:
+    """``$__conditionalAll(condition, $var)``: ``1=1`` when ``var`` is All, else the
+    condition (pkg/macros/macros.go; its arguments are split at the top-level comma)."""
+    while (start := sql.find("$__conditionalAll(")) >= 0:
+        depth, i = 0, start + len("$__conditionalAll")
+        while True:  # to the parenthesis that closes the macro's
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            if depth == 0:
+                break
+            i += 1
+        condition, variable = sql[start + len("$__conditionalAll(") : i].rsplit(",", 1)
+        name = variable.strip().removeprefix("$").strip("{}")
+        assert name in VARIABLES, name
+        sql = sql[:start] + (condition if name in selection else "1=1") + sql[i + 1 :]
+    return sql
+
+
+def expand(sql: str, selection: Selection | None = None) -> str:
+    selection = selection or {}
+    sql = _conditional_all(sql, selection)
+    for name, values in selection.items():  # Grafana's singlequote format
+        quoted = ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
+        sql = sql.replace(f"${{{name}:singlequote}}", quoted)
     for pattern, replacement in MACROS:
         sql = re.sub(pattern, replacement, sql)
     assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
@@ -103,14 +129,15 @@ def test_required_panels_are_there() -> None:
 # fmt: off
 SAMPLE = (
     Outcome("s1", 1_700_000_000_000, "c1", "k1", "received", alert_id="a1", source="adf",
-            error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
+            scope="adf-prod", pipeline="Copy_Bronze", error_type="GatewayTimeout",
+            action="retry_pipeline", first_seen_at=1_700_000_000_000),
     Outcome("s2", 1_700_000_001_000, "c1", "k1", "duplicate", alert_id="a2", error_type="GatewayTimeout"),
     Outcome("s3", 1_700_000_060_000, "c1", "k1", "executed", attempt=1, cost_usd=0.4,
             error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
     Outcome("s4", 1_700_000_600_000, "c1", "k1", "resolved", attempt=1,
             error_type="GatewayTimeout", action="retry_pipeline", first_seen_at=1_700_000_000_000),
-    Outcome("s5", 1_700_000_000_500, "c2", "k2", "received", alert_id="b1",
-            error_type="DatabricksPermissionDenied"),
+    Outcome("s5", 1_700_000_000_500, "c2", "k2", "received", alert_id="b1", source="databricks",
+            scope="1234567890", pipeline="Rollup_Daily", error_type="DatabricksPermissionDenied"),
     Outcome("s6", 1_700_000_000_600, "c2", "k2", "observed", action="manual",
             error_type="DatabricksPermissionDenied"),
     Outcome("s7", 1_700_000_000_700, "c2", "k2", "manual", error_type="DatabricksPermissionDenied"),
@@ -139,3 +166,75 @@ def test_panel_sql_runs(store: ChdbStore, sql: str, fmt: int) -> None:
         assert first == "time"
         times = [r["time"] for r in rows]
         assert times == sorted(times)
+
+
+def dashboard_variables(dashboard: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_is_filtered_by_every_variable(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    variables = dashboard_variables(dashboard)
+    assert set(variables) == set(VARIABLES)
+    for variable in variables.values():
+        assert variable["type"] == "query"
+        assert variable["datasource"] == {"type": PLUGIN, "uid": DATASOURCE["uid"]}
+        assert variable["multi"] and variable["includeAll"] and "allValue" not in variable
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            for name in VARIABLES:  # every time filter is narrowed by all four
+                condition = f"$__conditionalAll({name} IN (${{{name}:singlequote}}), ${name})"
+                used = target["rawSql"].count(condition)
+                assert used == target["rawSql"].count("$__timeFilter("), (panel["title"], name)
+
+
+VARIABLE_QUERIES = [
+    pytest.param(v, id=f"{path.stem}:{v['name']}")
+    for path in DASHBOARDS
+    for v in json.loads(path.read_text())["templating"]["list"]
+]
+
+
+@pytest.mark.parametrize("variable", VARIABLE_QUERIES)
+def test_variable_queries_list_the_values_and_cascade(store: ChdbStore, variable: dict) -> None:
+    name = variable["name"]
+    listed = [next(iter(r.values())) for r in store.query(expand(variable["query"]))]
+    assert listed == sorted({getattr(o, name) for o in SAMPLE} - {""})
+    if name != "source":  # a chosen source narrows the later lists
+        narrowed = store.query(expand(variable["query"], {"source": ["databricks"]}))
+        assert [next(iter(r.values())) for r in narrowed] == sorted(
+            {getattr(o, name) for o in SAMPLE if o.source == "databricks"} - {""}
+        )
+
+
+def _empty(rows: list[dict]) -> bool:
+    return all(value in (None, 0) for r in rows for k, value in r.items() if k != "time")
+
+
+@pytest.mark.parametrize(("sql", "fmt"), QUERIES)
+@pytest.mark.parametrize("name", VARIABLES)
+def test_panels_follow_the_variables(store: ChdbStore, sql: str, fmt: int, name: str) -> None:
+    everything = store.query(expand(sql))
+    # a value nothing carries: no panel shows anything
+    assert _empty(store.query(expand(sql, {name: ["no such value"]})))
+    # every value the sample carries (and "" for rows without one) is the same as All
+    values = sorted({getattr(o, name) for o in SAMPLE})
+    assert store.query(expand(sql, {name: values})) == everything
+
+
+def test_a_chosen_source_shows_only_its_chains(store: ChdbStore) -> None:
+    [by_result] = [
+        target["rawSql"]
+        for path in DASHBOARDS
+        for panel in panels(json.loads(path.read_text()))
+        if panel["title"] == "Chains by result"
+        for target in panel["targets"]
+    ]
+    assert sorted(r["result"] for r in store.query(expand(by_result))) == ["manual", "remediated"]
+    assert store.query(expand(by_result, {"source": ["adf"]})) == [
+        {"result": "remediated", "chains": 1}
+    ]
+    assert store.query(expand(by_result, {"scope": ["1234567890"]})) == [
+        {"result": "manual", "chains": 1}
+    ]
