@@ -26,7 +26,8 @@ simulator's call log is printed:
 * ``chains_final`` / ``chains_open``: chains of those runs that ended (resolved, manual,
   gave up) / did not;
 * ``phantom_chains``: chains that are not a failed run we sent (e.g. a redelivered success);
-* ``duplicate_platform_writes``: ``createRun`` calls beyond one per failed run;
+* ``duplicate_platform_writes``: ``createRun`` calls that started a run (ARM's 429s start
+  nothing) beyond one per failed run;
 * ``missing_platform_writes``: failed runs that were never rerun;
 * ``kills``.
 
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         progress(f"  settled: {watch.settled} ({watch.line()})")
         reruns = Counter(
             c.query.get("referencePipelineRunId")
-            for c in stack.simulator.matching("POST", "*/createRun")
+            for c in stack.simulator.matching("POST", "*/createRun", 200)
         )
         workers.stop()
         if args.two_workers:  # each worker records its share in a chDB of its own

@@ -47,7 +47,7 @@ def test_the_budget_and_the_caps_hold_exactly_across_two_workers(tmp_path):
         rows = asyncio.run(rows_until(stack.bootstrap, decided, 90))
         reruns = Counter(
             c.query["referencePipelineRunId"]
-            for c in stack.simulator.matching("POST", "*/createRun")
+            for c in stack.simulator.matching("POST", "*/createRun", 200)
         )
     assert decided(rows)
     assert sum(reruns.values()) == 4 and set(reruns.values()) == {1}  # the budget, exactly
@@ -77,7 +77,7 @@ def test_a_storm_holds_its_actions_tells_people_once_and_then_releases_every_cha
             return {r["run_id"] for r in rows if r["state"] == "resolved"} == set(runs)
 
         rows = asyncio.run(rows_until(stack.bootstrap, all_resolved, 120))
-        calls = stack.simulator.matching("POST", "*/createRun")
+        calls = stack.simulator.matching("POST", "*/createRun", 200)
     assert all_resolved(rows)
     storm_rows = [r for r in rows if r["state"] == "storm"]
     assert len(storm_rows) == 1 and "4 targets failing" in storm_rows[0]["detail"]

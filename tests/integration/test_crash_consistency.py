@@ -37,7 +37,7 @@ def test_a_kill_mid_burst_loses_no_step_starts_none_twice_and_invents_no_chain(t
         watch = asyncio.run(watch_until_settled(stack, timeout_s=240))
         reruns = Counter(
             c.query.get("referencePipelineRunId")
-            for c in stack.simulator.matching("POST", "*/createRun")
+            for c in stack.simulator.matching("POST", "*/createRun", 200)
         )
         stack.stop_worker()
         _, _, chains = read_report(stack.settings)
@@ -68,7 +68,7 @@ def test_two_workers_one_killed_mid_burst_the_other_takes_over_and_nothing_is_lo
         watch = asyncio.run(watch_until_settled(stack, timeout_s=240))
         reruns = Counter(
             c.query.get("referencePipelineRunId")
-            for c in stack.simulator.matching("POST", "*/createRun")
+            for c in stack.simulator.matching("POST", "*/createRun", 200)
         )
     assert watch.settled
     final = {c for c, state in watch.chains.items() if state in FINAL}
