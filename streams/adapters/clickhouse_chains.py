@@ -13,13 +13,15 @@ lifecycle rank (ties in one millisecond go the lifecycle's way, as in the window
 
 Most of a chain's summary is such a fold. Two things are not: once a chain is final, the
 attempts and the latest source, scope, pipeline, error type, risk and action are those of its
-rows up to its last final row, a bound no insert knows in advance. The state keeps the key of
-the last row that could change them (``last_counted``: a row other than an alert, or one with
-an attempt). While it is at or before the last final row, as for nearly every chain (a
-duplicate alert after the end carries no attempt), the folded values are exact; a chain with
-such a row after its end (a redelivered step's report, a platform retry noticed late) is
-summarised from its own rows in ``outcomes`` instead, by the window query below, reading those
-few chains through the table's primary key.
+rows up to its last final row, a bound no insert knows in advance. Attempts are kept as the
+first key each attempt number was seen at (a map of a few entries), so the highest one seen
+by the end is exact whatever came later. For the values, the state keeps the key of the last
+row other than an alert (``last_move``): while it is at or before the last final row, as for
+nearly every chain (a duplicate alert after the end is an alert row), the folded values are
+exact; a chain with such a row after its end (a redelivered step's report, a platform retry
+noticed late) is summarised from its own rows in ``outcomes`` instead, by the window query
+below, reading those few chains through the table's primary key. Each such chain costs a read
+of the granules that hold it: cheap while they are few, the whole table if most chains had one.
 
 Two copies of one transition with different times (a step replayed later) count once here at
 their earliest time; ``outcomes FINAL`` keeps the last copy. Rows removed from ``outcomes``
@@ -50,6 +52,9 @@ _DELIVERIES = "(" + ", ".join(f"'{s}'" for s in sorted(SIDE_STATES)) + ")"
 _CHAIN_ROWS = f"chain_id != '' AND state NOT IN {_DELIVERIES}"
 
 _NONE = 9223372036854775807  # "no such row" for a minimum
+# added to the key of a row other than an alert: the latest such row wins over any alert row,
+# and the latest alert row only counts when the chain has no other (keys stay below 2**50)
+_OWN_FIRST = 2**60
 # values a chain takes from its latest rows: (column in outcomes, name in the summary)
 VALUES: tuple[tuple[str, str], ...] = (
     ("source", "source"),
@@ -113,8 +118,7 @@ def chain_state_ttl(ttl_days: int) -> str:
 def create_chain_state(database: str, ttl_days: int = 0) -> str:
     max_, min_ = "SimpleAggregateFunction(max, Int64)", "SimpleAggregateFunction(min, Int64)"
     values = "".join(
-        f"    {name}_own AggregateFunction(argMaxIf, String, Int64, UInt8),\n"
-        f"    {name}_any AggregateFunction(argMaxIf, String, Int64, UInt8),\n"
+        f"    {name}_latest AggregateFunction(argMaxIf, String, Int64, UInt8),\n"
         for _, name in VALUES
     )
     ttl = f"{chain_state_ttl(ttl_days)}\n"
@@ -123,16 +127,15 @@ def create_chain_state(database: str, ttl_days: int = 0) -> str:
     chain_id String,
     last_final {max_},
     reopened {max_},
-    last_counted {max_},
+    last_move {max_},
     last_key {max_},
     first_at {min_},
     first_seen {min_},
     first_executed {min_},
     gave_up SimpleAggregateFunction(max, UInt8),
     manual SimpleAggregateFunction(max, UInt8),
-    attempts SimpleAggregateFunction(max, UInt32),
-    move_state AggregateFunction(argMaxIf, String, Int64, UInt8),
-    any_state AggregateFunction(argMax, String, Int64),
+    attempt_first AggregateFunction(minMap, Array(UInt32), Array(Int64)),
+    latest_state AggregateFunction(argMax, String, Int64),
 {values}    executed_at AggregateFunction(minMapIf, Array(UInt64), Array(Int64), UInt8),
     executed_action AggregateFunction(minMapIf, Array(UInt64), Array(String), UInt8),
     costs AggregateFunction(maxMapIf, Array(UInt64), Array(Float64), UInt8),
@@ -147,19 +150,18 @@ def fold_outcomes(database: str) -> str:
     """The states of the rows selected from ``outcomes``: the materialized view's query
     (on each inserted block) and the backfill's (on the whole table)."""
     values = "".join(
-        f"    argMaxIfState(CAST({column}, 'String'), k, {column} != '' AND state NOT IN "
-        f"{_ALERT_ROWS}) AS {name}_own,\n"
-        f"    argMaxIfState(CAST({column}, 'String'), k, {column} != '') AS {name}_any,\n"
+        f"    argMaxIfState(CAST({column}, 'String'), own_k, {column} != '') AS {name}_latest,\n"
         for column, name in VALUES
     )
     return f"""WITH toInt64(toUnixTimestamp64Milli(at) * {_RANKS} + indexOf({_STATE_RANK}, state)) AS k,
      cityHash64(event_id) AS h,
-     CAST(state, 'String') AS s
+     CAST(state, 'String') AS s,
+     k + if(s NOT IN {_ALERT_ROWS}, {_OWN_FIRST}, 0) AS own_k
 SELECT
     chain_id,
     maxIf(k, s IN {_FINALS}) AS last_final,
     maxIf(k, s IN {_REOPENING}) AS reopened,
-    maxIf(k, s NOT IN {_ALERT_ROWS} OR attempt > 0) AS last_counted,
+    maxIf(k, s NOT IN {_ALERT_ROWS}) AS last_move,
     max(k) AS last_key,
     min(toUnixTimestamp64Milli(at)) AS first_at,
     min(if(toUnixTimestamp64Milli(first_seen_at) > 0, toUnixTimestamp64Milli(first_seen_at),
@@ -167,9 +169,8 @@ SELECT
     min(if(s = 'executed', k, {_NONE})) AS first_executed,
     max(s = 'gave_up') AS gave_up,
     max(s = 'manual') AS manual,
-    max(attempt) AS attempts,
-    argMaxIfState(s, k, s NOT IN {_ALERT_ROWS}) AS move_state,
-    argMaxState(s, k) AS any_state,
+    minMapState([attempt], [k]) AS attempt_first,
+    argMaxState(s, own_k) AS latest_state,
 {values}    minMapIfState([h], [k], s = 'executed') AS executed_at,
     minMapIfState([h], [CAST(action, 'String')], s = 'executed') AS executed_action,
     maxMapIfState([h], [cost_usd], cost_usd != 0) AS costs,
@@ -195,29 +196,25 @@ def backfill_chain_state(database: str) -> str:
 
 # --- the summary -------------------------------------------------------------------------
 
-# a chain with a row after its last final row that could change its attempts or values
-_HAS_LATE_ROWS = "max(last_final) > max(reopened) AND max(last_counted) > max(last_final)"
+# a chain with a row other than an alert after its last final row: it may change its values
+_HAS_LATE_ROWS = "max(last_final) > max(reopened) AND max(last_move) > max(last_final)"
 
 
 def _from_state(db: str) -> str:
-    merged = "".join(
-        f"        argMaxIfMerge({name}_own) AS {name}_own, argMaxIfMerge({name}_any) AS {name}_any,\n"
-        for _, name in VALUES
-    )
-    values = "".join(
-        f"    if({name}_own != '', {name}_own, {name}_any) AS {name},\n" for _, name in VALUES
-    )
+    merged = "".join(f"        argMaxIfMerge({name}_latest) AS {name},\n" for _, name in VALUES)
     return f"""SELECT
     chain_id,
     lf > ro AS ended,
-    multiIf(ended, {_STATE_RANK}[lf % {_RANKS}], ms != '', ms, any_s) AS final_state,
+    if(ended, {_STATE_RANK}[lf % {_RANKS}], latest) AS final_state,
     if(ended, fromUnixTimestamp64Milli(intDiv(lf, {_RANKS}), 'UTC'), NULL) AS ended_at,
     fe <= lf AS own_executed,
     {_RESULT},
-{values}    length(ex_at.1) AS actions_taken,
+    {", ".join(name for _, name in VALUES)},
+    length(ex_at.1) AS actions_taken,
     arrayStringConcat(arrayMap(x -> x.2, arraySort(arrayZip(ex_at.2, ex_act.2))), ',')
         AS executed_actions,
-    att AS attempts,
+    -- the highest attempt seen by the end (any, while the chain is open)
+    arrayMax(arrayFilter((n, first) -> NOT ended OR first <= lf, att.1, att.2)) AS attempts,
     dups AS duplicates,
     arraySum(money.2) AS cost_usd,
     fromUnixTimestamp64Milli(if(fsn < {_NONE}, fsn, fa), 'UTC') AS opened_at,
@@ -229,8 +226,8 @@ FROM
         chain_id,
         max(last_final) AS lf, max(reopened) AS ro, max(last_key) AS lk,
         min(first_at) AS fa, min(first_seen) AS fsn, min(first_executed) AS fe,
-        max(gave_up) AS gave_up, max(manual) AS manual, max(attempts) AS att,
-        argMaxIfMerge(move_state) AS ms, argMaxMerge(any_state) AS any_s,
+        max(gave_up) AS gave_up, max(manual) AS manual, minMapMerge(attempt_first) AS att,
+        argMaxMerge(latest_state) AS latest,
 {merged}        minMapIfMerge(executed_at) AS ex_at, minMapIfMerge(executed_action) AS ex_act,
         maxMapIfMerge(costs) AS money, uniqExactIfMerge(duplicates) AS dups
     FROM {db}.chain_state

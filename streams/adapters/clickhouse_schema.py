@@ -54,6 +54,8 @@ def migrate_outcomes(database: str) -> tuple[str, ...]:
         f"{db}.outcomes\n", f"{db}.outcomes_partitioned\n", 1
     )
     return (
+        # the view follows the table it was made on, whatever its name: made again afterwards
+        f"DROP VIEW IF EXISTS {db}.chain_state_mv",
         f"DROP TABLE IF EXISTS {db}.outcomes_partitioned",
         new,
         f"INSERT INTO {db}.outcomes_partitioned ({columns}) SELECT {columns} FROM {db}.outcomes"

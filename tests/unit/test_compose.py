@@ -26,13 +26,18 @@ def mounts(service: str) -> list[tuple[str, str]]:
 
 
 def test_services_and_images() -> None:
-    assert set(SERVICES) == {"kafka", "clickhouse", "grafana", "worker"}
+    assert set(SERVICES) == {"kafka", "clickhouse", "grafana", "topic-init", "worker", "prometheus"}
     images = {name: svc.get("image", "") for name, svc in SERVICES.items()}
     assert images["kafka"].startswith("apache/kafka:")
     assert images["clickhouse"].startswith("clickhouse/clickhouse-server:")
     assert images["grafana"].startswith("grafana/grafana:")
-    for name in ("kafka", "clickhouse", "grafana"):
+    assert images["prometheus"].startswith("prom/prometheus:v")
+    for name in ("kafka", "clickhouse", "grafana", "prometheus"):
         assert ":latest" not in images[name] and images[name].count(":") == 1  # pinned
+        assert re.search(r":v?\d+\.\d+", images[name]), images[name]
+    # topic-init and the worker are the image this repository builds
+    assert SERVICES["topic-init"]["build"] == SERVICES["worker"]["build"]
+    assert images["topic-init"] == images["worker"]
 
 
 def test_kafka_is_single_node_kraft() -> None:
@@ -54,7 +59,7 @@ def test_kafka_is_single_node_kraft() -> None:
     assert "29092:29092" in SERVICES["kafka"]["ports"]
 
 
-@pytest.mark.parametrize("service", ["kafka", "clickhouse", "grafana"])
+@pytest.mark.parametrize("service", ["kafka", "clickhouse", "grafana", "worker", "prometheus"])
 def test_healthchecks(service: str) -> None:
     check = SERVICES[service]["healthcheck"]
     assert check["test"][0] in ("CMD", "CMD-SHELL") and check["retries"] >= 3
@@ -86,6 +91,8 @@ def test_worker_env_wiring() -> None:
     assert any(target == e["PIPEMEDIC_DATA_DIR"] for _, target in mounts("worker"))
     for dependency in ("kafka", "clickhouse"):
         assert worker["depends_on"][dependency]["condition"] == "service_healthy"
+    # the topics exist, as planned, before the worker's Faust app would create its own
+    assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
 
 
 def test_worker_env_names_are_settings() -> None:
@@ -113,7 +120,9 @@ def test_event_hubs_variant_is_documented() -> None:
 
 def test_grafana_provisioning_points_at_clickhouse() -> None:
     e = env("grafana")
-    assert "grafana-clickhouse-datasource" in e["GF_INSTALL_PLUGINS"].split(",")
+    plugins = dict(p.strip().partition(" ")[::2] for p in e["GF_INSTALL_PLUGINS"].split(","))
+    # "<id> <version>": the image's installer pins the version
+    assert re.fullmatch(r"\d+\.\d+\.\d+", plugins["grafana-clickhouse-datasource"])
     assert DATASOURCE["type"] == "grafana-clickhouse-datasource"
     data = DATASOURCE["jsonData"]
     assert data["host"] in SERVICES  # the compose service name
@@ -146,7 +155,7 @@ def test_dashboard_provider_reads_the_mounted_folder() -> None:
     assert (ROOT / source / Path(home).name).is_file()
 
 
-@pytest.mark.parametrize("service", ["clickhouse", "grafana", "worker"])
+@pytest.mark.parametrize("service", ["clickhouse", "grafana", "worker", "prometheus"])
 def test_mounted_paths_exist(service: str) -> None:
     for source, _ in mounts(service):
         if source.startswith("./"):
@@ -186,3 +195,43 @@ def test_state_topics_are_compacted_the_rest_deleted() -> None:
     assert topic_config("pipemedic-chains-changelog") == compact
     assert topic_config("control") == compact == topic_config("shadow-control")
     assert topic_config("alerts-raw") == {} == topic_config("delay-5s")
+
+
+def test_topic_init_creates_the_workers_topics() -> None:
+    init = SERVICES["topic-init"]
+    assert init["command"] == ["pipemedic", "topics", "create"]
+    assert init["restart"] == "no"  # it runs once; the worker waits for its success
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
+    # every setting the topic plan reads is the worker's too: same topics, same copies
+    worker = env("worker")
+    for name, value in env("topic-init").items():
+        assert worker[name] == value, name
+    assert {"PIPEMEDIC_BROKER_URL", "PIPEMEDIC_REPLICATION_FACTOR"} <= set(env("topic-init"))
+    from streams.settings import Settings
+
+    assert set(env("topic-init")) <= {f"PIPEMEDIC_{n.upper()}" for n in Settings.model_fields}
+
+
+def test_worker_healthcheck_asks_ready_on_its_web_port() -> None:
+    from streams.settings import Settings
+
+    test = SERVICES["worker"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]  # the image has Python, not curl or wget
+    port = Settings().web_port
+    assert f"http://127.0.0.1:{port}/ready" in test[3]
+    assert f"{port}:{port}" in SERVICES["worker"]["ports"]
+    compile(test[3], "healthcheck", "exec")  # the command is valid Python
+
+
+def test_prometheus_scrapes_the_worker() -> None:
+    from streams.settings import Settings
+
+    sources = dict(mounts("prometheus"))
+    assert sources["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    [targets] = [c["targets"] for c in job["static_configs"]]
+    assert targets == [f"worker:{Settings().web_port}"]  # the compose service, its web port
+    assert SERVICES["worker"]["environment"]["PIPEMEDIC_WEB_HOST"] == "0.0.0.0"
+    assert "prometheus-data" in COMPOSE["volumes"]
