@@ -255,7 +255,8 @@ class Admission:
                 self.store[key] = storm
                 continue
             why = f"storm on {rule.scope} {value} ({rule.label()})"
-            wait_s = self.policy.recheck_s + _spread_ms(request.action_id, 5000) / 1000
+            spread_ms = int(min(5.0, self.policy.recheck_s) * 1000)  # not all back at once
+            wait_s = self.policy.recheck_s + _spread_ms(request.action_id, spread_ms) / 1000
             mark = f"storm:{index}:{value}:{storm.get('since', 0)}"
             return Effects(outcomes=tuple(over)), _hold(request, mark, why, wait_s, now_ms)
         return Effects(outcomes=tuple(over)), None

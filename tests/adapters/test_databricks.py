@@ -282,7 +282,10 @@ async def test_calls_run_concurrently_on_one_client_per_workspace(
         *(dbx.get_cluster(estate.workspace, estate.autoscale_cluster) for _ in range(128))
     )
     elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"128 calls with 100 ms latency on 64 threads took {elapsed:.2f} s"
+    # one after another they take 12.8 s; on 64 threads ~0.2 s. A loaded machine (the suite
+    # runs in two processes) stretches that, not the difference: this checks concurrency,
+    # speed is bench/databricks_calls.py's business
+    assert elapsed < 4.0, f"128 calls with 100 ms latency on 64 threads took {elapsed:.2f} s"
     assert sim.count(path="*/.well-known/databricks-config") == 1  # one client per workspace
 
 
