@@ -34,6 +34,7 @@ from typing import Any
 
 from streams.policy.budget import day_of
 from streams.policy.ids import event_id
+from streams.policy.limits import Cap, StormRule
 from streams.policy.model import Action, ActionRequest, Outcome, Step
 from streams.policy.notices import NOTIFY, Transition
 from streams.policy.steps import Effects, defer, over_budget
@@ -46,45 +47,6 @@ STORM = "storm"  # the audit row of a storm (not a chain transition)
 STORM_OVER = "storm_over"
 ADMISSION_STATES = frozenset({STORM, STORM_OVER})
 AFFECTED_LISTED = 50  # chains named in a storm's row; the rest are counted
-_CAP_SCOPES = ("target", "factory")
-_STORM_DISTINCT = ("target", "factory")
-
-
-class AdmissionError(ValueError):
-    """The caps or storms table is invalid; the message lists every problem found."""
-
-
-@dataclass(frozen=True)
-class Cap:
-    per: str  # target | factory
-    limit: int
-    window_s: int
-    then: str = "defer"  # defer | manual
-    name: str = ""
-
-    def describe(self) -> str:
-        return f"at most {self.limit} actions per {self.per} within {self.window_s}s"
-
-    def label(self) -> str:
-        return self.name or f"{self.limit} per {self.per} per {self.window_s}s"
-
-
-@dataclass(frozen=True)
-class StormRule:
-    scope: str  # factory | error_type | estate | tag:<key>
-    distinct: str  # target | factory
-    more_than: int
-    within_s: int
-    name: str = ""
-
-    def describe(self) -> str:
-        return (
-            f"more than {self.more_than} {self.distinct}s failing within {self.within_s}s "
-            f"per {self.scope}"
-        )
-
-    def label(self) -> str:
-        return self.name or self.describe()
 
 
 @dataclass(frozen=True)
@@ -361,77 +323,3 @@ def _merge(*parts: Effects) -> Effects:
         requests=tuple(r for p in parts for r in p.requests),
         outcomes=tuple(o for p in parts for o in p.outcomes),
     )
-
-
-# ---- the tables in the rules file --------------------------------------------------------------
-
-
-def parse_caps(doc: Any, *, origin: str = "caps") -> tuple[Cap, ...]:
-    rows = _rows(doc, origin)
-    problems, caps = [], []
-    for i, row in enumerate(rows):
-        where = f"{origin}[{i}]"
-        unknown = set(row) - {"name", "per", "limit", "window_s", "then"}
-        if unknown:
-            problems.append(f"{where}: unknown key(s) {sorted(unknown)}")
-            continue
-        per, then = row.get("per"), row.get("then", "defer")
-        limit, window = row.get("limit"), row.get("window_s")
-        if per not in _CAP_SCOPES:
-            problems.append(f"{where}.per: expected one of {list(_CAP_SCOPES)}, got {per!r}")
-        if then not in ("defer", "manual"):
-            problems.append(f"{where}.then: expected defer or manual, got {then!r}")
-        if not _positive_int(limit):
-            problems.append(f"{where}.limit: expected a positive integer, got {limit!r}")
-        if not _positive_int(window):
-            problems.append(f"{where}.window_s: expected a positive integer, got {window!r}")
-        if not problems:
-            caps.append(Cap(per, int(limit), int(window), then, str(row.get("name", ""))))
-    if problems:
-        raise AdmissionError("; ".join(problems))
-    return tuple(caps)
-
-
-def parse_storms(doc: Any, *, origin: str = "storms") -> tuple[StormRule, ...]:
-    rows = _rows(doc, origin)
-    problems, storms = [], []
-    for i, row in enumerate(rows):
-        where = f"{origin}[{i}]"
-        unknown = set(row) - {"name", "scope", "distinct", "more_than", "within_s"}
-        if unknown:
-            problems.append(f"{where}: unknown key(s) {sorted(unknown)}")
-            continue
-        scope, distinct = row.get("scope"), row.get("distinct", "target")
-        more_than, within = row.get("more_than"), row.get("within_s")
-        if not (
-            scope in ("factory", "error_type", "estate")
-            or (isinstance(scope, str) and scope.startswith("tag:") and len(scope) > 4)
-        ):
-            problems.append(
-                f"{where}.scope: expected factory, error_type, estate or tag:<key>, got {scope!r}"
-            )
-        if distinct not in _STORM_DISTINCT:
-            problems.append(f"{where}.distinct: expected target or factory, got {distinct!r}")
-        if not _positive_int(more_than):
-            problems.append(f"{where}.more_than: expected a positive integer, got {more_than!r}")
-        if not _positive_int(within):
-            problems.append(f"{where}.within_s: expected a positive integer, got {within!r}")
-        if not problems:
-            storms.append(
-                StormRule(scope, distinct, int(more_than), int(within), str(row.get("name", "")))
-            )
-    if problems:
-        raise AdmissionError("; ".join(problems))
-    return tuple(storms)
-
-
-def _rows(doc: Any, origin: str) -> list[Mapping[str, Any]]:
-    if doc is None:
-        return []
-    if not isinstance(doc, list) or not all(isinstance(r, Mapping) for r in doc):
-        raise AdmissionError(f"{origin}: expected a list of mappings")
-    return list(doc)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0

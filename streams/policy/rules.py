@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from streams.policy.admission import AdmissionError, Cap, StormRule, parse_caps, parse_storms
+from streams.policy.limits import AdmissionError, Cap, StormRule, parse_caps, parse_storms
 from streams.policy.model import Action, Alert, Classification, Kind, Risk, Source
 from streams.policy.normalize import UNMATCHED
 from streams.policy.rollout import RolloutError, RolloutRow, parse_rollout

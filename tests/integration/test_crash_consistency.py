@@ -20,14 +20,22 @@ from tests.integration.estate_load import FINAL, build_load, chain_of
 pytestmark = pytest.mark.integration
 
 
-def test_a_kill_mid_burst_loses_no_step_starts_none_twice_and_invents_no_chain(tmp_path):
-    payloads, world, failed = build_load(factories=3, messages=16)
+def burst(tmp_path, *, messages: int, seed: int = 7):
+    """The load, its failed runs, and an embedded stack for it: retries 1-3 s after a failure,
+    the simulator at 20 ms a call."""
+    payloads, world, failed = build_load(factories=3, messages=messages, seed=seed)
     world["latency_ms"] = 20
     rules = tmp_path / "rules.yaml"
     rules.write_text(json.dumps({"schedules": {"GatewayTimeout": [1, 2, 3]}}))
-    with EmbeddedStack(
+    stack = EmbeddedStack(
         tmp_path / "stack", world, rules_file=rules, mode="automatic", verify_poll_s=1.0
-    ) as stack:
+    )
+    return payloads, failed, stack
+
+
+def test_a_kill_mid_burst_loses_no_step_starts_none_twice_and_invents_no_chain(tmp_path):
+    payloads, failed, stack = burst(tmp_path, messages=16)
+    with stack:
         half = len(payloads) // 2
         stack.send_raw(payloads[:half])
         time.sleep(4)  # the worker is in the middle of the first half
@@ -49,13 +57,8 @@ def test_a_kill_mid_burst_loses_no_step_starts_none_twice_and_invents_no_chain(t
 
 
 def test_two_workers_one_killed_mid_burst_the_other_takes_over_and_nothing_is_lost(tmp_path):
-    payloads, world, failed = build_load(factories=3, messages=10, seed=11)
-    world["latency_ms"] = 20
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(json.dumps({"schedules": {"GatewayTimeout": [1, 2, 3]}}))
-    with EmbeddedStack(
-        tmp_path / "stack", world, rules_file=rules, mode="automatic", verify_poll_s=1.0
-    ) as stack:
+    payloads, failed, stack = burst(tmp_path, messages=10, seed=11)
+    with stack:
         second = stack.start_extra_worker()  # the group splits every topic's partitions
         stack.worker.wait_ready()
         second.wait_ready()

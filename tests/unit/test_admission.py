@@ -13,15 +13,11 @@ from streams.policy.admission import (
     STORM,
     STORM_OVER,
     Admission,
-    AdmissionError,
     AdmissionPolicy,
-    Cap,
-    StormRule,
     goes_to_admission_now,
     needs_admission,
-    parse_caps,
-    parse_storms,
 )
+from streams.policy.limits import AdmissionError, Cap, StormRule, parse_caps, parse_storms
 from streams.policy.model import ActionRequest, Alert, ChainEventKind, Classification
 
 T0 = 1_700_000_000_000
