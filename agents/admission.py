@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from agents import metrics
 from agents.common import CRASH_WORKER, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
@@ -77,9 +78,24 @@ class Admissions:
 
 def register(topology: Topology, policy: AdmissionPolicy) -> Admissions:
     stage = Admissions(topology, topology.admissions, policy)
+    metrics.LIVE.add(
+        "pipemedic_storms",
+        "Storms going on (held or probing), by scope, on the worker that owns admission",
+        ("scope",),
+        lambda: storms_on(topology.admissions),
+    )
 
     @topology.app.agent(topology.admission, name="admission", **CRASH_WORKER)
     async def admission(stream: Any) -> None:
         await each_batch(topology, stream, "action_request", ActionRequest.from_dict, stage)
 
     return stage
+
+
+def storms_on(table: Any) -> dict[tuple[str, ...], float]:
+    """``storm|<rule>|<scope>`` entries whose storm is going on."""
+    return {
+        (key.split("|", 2)[2],): 1.0
+        for key, value in table.items()
+        if key.startswith("storm|") and value and value.get("state")
+    }

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents import metrics
 from agents.common import CRASH_WORKER, TableExpiry, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.policy.chains import Chain, ChainPolicy, on_event
-from streams.policy.model import ChainEvent
+from streams.policy.model import ChainEvent, ChainState
 from streams.policy.notices import notices_for
 from streams.policy.rollout import Rollout
+
+WAITING = ChainState.AWAITING_APPROVAL.value
 
 
 class Chains:
@@ -72,6 +75,12 @@ def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = N
         rollout=rollout,
     )
     stage = Chains(topology, topology.chains, policy)
+    metrics.LIVE.add(
+        "pipemedic_approvals_waiting",
+        "Chains on this worker's partitions waiting for a person's approval",
+        (),
+        lambda: {(): sum(1 for v in topology.chains.values() if v and v.get("state") == WAITING)},
+    )
 
     @topology.app.agent(topology.chain_events, name="chains", **CRASH_WORKER)
     async def chains(stream: Any) -> None:

@@ -23,6 +23,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from agents import metrics
 from agents.common import CRASH_WORKER, dead_letter_failure
 from agents.outbox import Outbox
 from streams.app import Topology
@@ -151,6 +152,12 @@ def register(topology: Topology) -> None:
     names = [topic.get_topic_name() for topic in topology.delays.values()]
     tiers_topic = app.topic(*names, key_serializer="raw", value_serializer="raw")
     holds: list[TierHolds] = []
+    metrics.LIVE.add(
+        "pipemedic_delay_held",
+        "Records held in the delay tiers until their hop ends, by tier topic",
+        ("topic",),
+        lambda: held_by_topic(holds),
+    )
 
     @app.agent(tiers_topic, name="delay", **CRASH_WORKER)
     async def delay(stream: Any) -> None:
@@ -170,3 +177,11 @@ def register(topology: Topology) -> None:
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         for tier_holds in holds:
             tier_holds.forget()
+
+
+def held_by_topic(holds: list[TierHolds]) -> dict[tuple[str, ...], float]:
+    held: dict[tuple[str, ...], float] = {}
+    for tier_holds in holds:
+        for (topic, _partition), queue in tier_holds.waiting.items():
+            held[(topic,)] = held.get((topic,), 0.0) + len(queue)
+    return held

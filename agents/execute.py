@@ -158,6 +158,12 @@ def register(topology: Topology, platforms: Platforms, pauses: Pauses | None = N
     config = settings.step_config()
     # one breaker per platform target, shared by every action of this worker
     breakers = Breakers(settings.breaker_threshold, settings.breaker_cooldown_s)
+    metrics.LIVE.add(
+        "pipemedic_breakers_open",
+        "Platform targets whose circuit breaker is open on this worker",
+        (),
+        lambda: {(): sum(1 for b in breakers.by_target.values() if b.is_open)},
+    )
     for action, topic in topology.actions.items():
         runner = StepRunner(topology, platforms, action, config, breakers, pauses=pauses)
         app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(

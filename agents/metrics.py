@@ -4,7 +4,10 @@ ready to work, on ``GET /ready``.
 Counted where it happens: ingest counts every record of every raw message by shape and by
 what became of it (passed on as an alert, dropped as needing no action, invalid, ignored as
 outside the estate) and the failures it passed on by source; the executors count steps by
-action and result. Per worker and since its start, as Prometheus counters are: the scraper
+action and result; every audit row sent is counted by state. What a worker holds right now
+(records waiting in the delay tiers, open circuit breakers, chains waiting for approval,
+storms, consumer lag) is read from the stage that holds it when ``/metrics`` is scraped
+(:class:`LiveGauges`). Per worker and since its start, as Prometheus counters are: the scraper
 sums workers and takes rates.
 
 Ready means: joined to its consumer group with partitions assigned, tables recovered from
@@ -14,10 +17,13 @@ worker waiting for a rebalance is alive), and the tests wait on it instead of sl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from streams.app import Topology
 from streams.policy.model import Alert, Signal
@@ -44,6 +50,55 @@ SPEND = Gauge(
     "(0 on the others)",
 )
 CAP = Gauge("pipemedic_daily_cost_cap_usd", "The daily cost cap (0: none)")
+OUTCOME_ROWS = Counter(
+    "pipemedic_outcome_rows",
+    "Audit rows sent to the outcomes topic, by state: chain transitions (scheduled, executed, "
+    "resolved, manual, awaiting_approval, ...), deliveries to people (notified, "
+    "notify_failed), storms, pauses",
+    ("state",),
+)
+
+# what a worker holds right now, read when /metrics is scraped: labels -> value
+Reading = Callable[[], Mapping[tuple[str, ...], float]]
+
+
+class LiveGauges(Collector):
+    """Gauges read at scrape time from the stages that hold the state (delay tiers, breakers,
+    tables, the consumer's offsets), so nothing has to keep them up to date."""
+
+    def __init__(self) -> None:
+        self.readings: dict[str, tuple[str, tuple[str, ...], Reading]] = {}
+
+    def add(self, name: str, doc: str, labels: tuple[str, ...], read: Reading) -> None:
+        self.readings[name] = (doc, labels, read)  # a worker built again replaces its own
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, (doc, labels, read) in self.readings.items():
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+            try:
+                values = read()
+            except Exception:  # a stage rebuilding its state: this scrape goes without it
+                continue
+            for key, value in values.items():
+                family.add_metric(list(key), float(value))
+            yield family
+
+
+LIVE = LiveGauges()
+REGISTRY.register(LIVE)
+
+
+def consumer_lag(app: Any) -> dict[tuple[str, ...], float]:
+    """Records not yet committed, per topic this worker reads: its partitions' end offsets
+    less their committed offsets, as Faust's monitor last saw them."""
+    monitor = app.monitor
+    ends = monitor.tp_end_offsets or {}
+    committed = monitor.tp_committed_offsets or {}
+    lag: dict[tuple[str, ...], float] = {}
+    for tp, end in ends.items():
+        key = (tp.topic,)
+        lag[key] = lag.get(key, 0.0) + max(end - committed.get(tp, 0), 0)
+    return lag
 
 
 def count_ingested(
@@ -70,6 +125,12 @@ def register(topology: Topology, spend: Any = None, *, cap_usd: float = 0.0) -> 
     CAP.set(max(cap_usd, 0.0))
     if spend is not None:
         SPEND.set_function(spend.spent_usd)
+    LIVE.add(
+        "pipemedic_consumer_lag",
+        "Records on this worker's partitions not yet committed, by topic",
+        ("topic",),
+        lambda: consumer_lag(topology.app),
+    )
 
     @topology.app.page("/metrics", name="metrics")
     class Metrics(View):

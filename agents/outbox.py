@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
 
+from agents import metrics
 from streams.app import Topology
 from streams.codecs import encode, encode_items
 from streams.policy import backoff, routing
@@ -151,7 +152,10 @@ class Outbox:
             await _delivered(sends)
         if self.outcomes:  # the sink keeps no state: any partition will do
             sent = await _send_batch(topology.outcomes, "outcome", self.outcomes, None)
+            states = [row["state"] for _, row in self.outcomes]
             await _delivered([(sent, self.outcomes.clear)])
+            for state in states:
+                metrics.OUTCOME_ROWS.labels(state).inc()
 
 
 async def _delivered(sends: list[tuple[Awaitable[Any], Callable[[], None]]]) -> None:

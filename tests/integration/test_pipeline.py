@@ -52,6 +52,7 @@ def demo_run(tmp_path_factory):
         watch = asyncio.run(watch_until_settled(stack, timeout_s=180))
         letters = asyncio.run(_dead_letters(stack.bootstrap, 3))
         worker_alive = stack.worker.alive
+        metrics = stack.worker.metrics()  # GET /metrics of the worker that did it all
         create_runs = stack.simulator.count("POST", "*/createRun")
         stack.stop_worker()  # graceful: the sink flushes; chDB is then ours to open
         store = open_store(clickhouse_config(stack.settings))
@@ -63,7 +64,7 @@ def demo_run(tmp_path_factory):
             )
         finally:
             store.close()
-    return watch, letters, worker_alive, create_runs, rows
+    return watch, letters, worker_alive, metrics, create_runs, rows
 
 
 def test_every_chain_reaches_a_final_state(demo_run):
@@ -115,3 +116,21 @@ def test_malformed_input_is_dead_lettered_with_a_reason_and_the_worker_goes_on(d
     ]
     assert all(letter["payload"] and letter["topic"] == routing.RAW for letter in letters)
     assert watch.states["dead_letter"] == 3
+
+
+def test_the_metrics_count_what_the_scenario_did(demo_run):
+    watch, _, _, metrics, create_runs, _ = demo_run
+
+    def rows_of(state: str) -> float:
+        return metrics.get(f'pipemedic_outcome_rows_total{{state="{state}"}}', 0)
+
+    resolved = sum(1 for state in watch.chains.values() if state == "resolved")
+    assert rows_of("resolved") >= resolved > 0
+    assert rows_of("scheduled") >= 1 and rows_of("dead_letter") >= 3
+    started = sum(
+        v for k, v in metrics.items() if k.startswith("pipemedic_steps_total") and "started" in k
+    )
+    assert started >= create_runs > 0
+    assert metrics["pipemedic_breakers_open"] == 0
+    assert metrics["pipemedic_approvals_waiting"] == 0
+    assert metrics['pipemedic_consumer_lag{topic="alerts-raw"}'] == 0  # settled: all committed
