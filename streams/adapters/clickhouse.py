@@ -56,7 +56,7 @@ class OutcomeStore(Protocol):
 
     def ensure_schema(self) -> None: ...
 
-    def insert(self, rows: Sequence[Outcome]) -> None: ...
+    def insert(self, rows: Sequence[Row]) -> None: ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
@@ -83,26 +83,37 @@ def _second_text(seconds: int) -> str:
     return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%d %H:%M:%S}"
 
 
-def outcome_row(outcome: Outcome) -> dict[str, Any]:
-    row = outcome.to_dict()
+# A row to store: an Outcome, or its dict as ``Outcome.to_dict()`` gives it or Avro decodes
+# it (the sink passes decoded dicts straight through: no Outcome object per row).
+Row = Outcome | Mapping[str, Any]
+
+
+def outcome_row(outcome: Row) -> dict[str, Any]:
+    row = outcome.to_dict() if isinstance(outcome, Outcome) else dict(outcome)
     for name in sql.TIME_COLUMNS:
         # seconds with the ms as decimals: ClickHouse reads a number as a Unix time into
         # DateTime64(3) exactly, and it costs a division instead of formatting a date
-        row[name] = min(max(int(row[name]), 0), _MAX_MS) / 1000
+        ms = row[name]
+        row[name] = (ms if 0 <= ms <= _MAX_MS else min(max(int(ms), 0), _MAX_MS)) / 1000
     for name in ("attempt", "max_attempts"):
-        row[name] = min(max(int(row[name]), 0), _UINT32_MAX)
+        n = row[name]
+        if not 0 <= n <= _UINT32_MAX:
+            row[name] = min(max(int(n), 0), _UINT32_MAX)
     cost = float(row["cost_usd"])
     row["cost_usd"] = cost if math.isfinite(cost) else 0.0
     return row
 
 
-def encode_rows(rows: Sequence[Outcome]) -> bytes:
-    return b"\n".join(orjson.dumps(outcome_row(r)) for r in rows)
+def encode_rows(rows: Sequence[Row]) -> bytes:
+    """The ``JSONEachRow`` body of an insert, as one JSON array of objects (which
+    ``JSONEachRow`` also reads): orjson writes the whole batch in one call."""
+    return orjson.dumps([outcome_row(r) for r in rows])
 
 
-def dedup_token(rows: Sequence[Outcome]) -> str:
+def dedup_token(rows: Sequence[Row]) -> str:
     """Same transitions, same token: a re-sent batch is dropped by insert deduplication."""
-    return hashlib.sha256("\n".join(sorted(r.event_id for r in rows)).encode()).hexdigest()
+    ids = sorted(r.event_id if isinstance(r, Outcome) else r["event_id"] for r in rows)
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _decode(raw: bytes) -> list[dict[str, Any]]:
@@ -203,7 +214,7 @@ class ChdbStore(_Store):
         # the folder's only owner: an unpartitioned outcomes table is moved on the spot
         schema.apply(self._run, self.query, self.database, self.ttl_days, migrate=True)
 
-    def insert(self, rows: Sequence[Outcome]) -> None:
+    def insert(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         if self._session is None:
@@ -320,7 +331,7 @@ class ServerStore(_Store):
             self.ttl_days,
         )
 
-    def insert(self, rows: Sequence[Outcome]) -> None:
+    def insert(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         self._call(
@@ -446,7 +457,7 @@ class OutcomeWriter:
         self.auth_retry_after_s = auth_retry_after_s
         self._schema_ready = False
 
-    def write(self, batch: Sequence[Outcome]) -> None:
+    def write(self, batch: Sequence[Row]) -> None:
         if not batch:
             return
         try:
