@@ -50,6 +50,14 @@ SPEND = Gauge(
     "(0 on the others)",
 )
 CAP = Gauge("pipemedic_daily_cost_cap_usd", "The daily cost cap (0: none)")
+SINK_ROWS = Counter(
+    "pipemedic_sink_rows_written",
+    "Outcome rows the sink stored in ClickHouse (replays included: they collapse there)",
+)
+SINK_LAG = Gauge(
+    "pipemedic_sink_lag_seconds",
+    "Seconds from the newest stored outcome message's broker timestamp to its rows being stored",
+)
 OUTCOME_ROWS = Counter(
     "pipemedic_outcome_rows",
     "Audit rows sent to the outcomes topic, by state: chain transitions (scheduled, executed, "
