@@ -120,11 +120,54 @@ async def each_batch(
             await dead_letter_failure(topology, event.message, exc)
 
 
-async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: Any) -> None:
+class InFlight:
+    """The events being handled right now, by topic partition.
+
+    When a rebalance takes partitions away, the new owner reads them again from their last
+    commit, so an action still running here would run there too: two workers each looking
+    for the rerun the other is about to start, finding none, and both starting one. Faust
+    waits for its ``on_partitions_revoked`` handlers before the group moves on, so waiting
+    there for the revoked partitions' events to end keeps an action on one worker at a time
+    (up to ``timeout_s``: a platform call that hangs longer is bounded by its own timeout).
+    """
+
+    def __init__(self) -> None:
+        self.by_tp: dict[Any, set[asyncio.Task[None]]] = {}
+
+    def add(self, tp: Any, task: asyncio.Task[None]) -> None:
+        tasks = self.by_tp.setdefault(tp, set())
+        tasks.add(task)
+        task.add_done_callback(lambda done: self._discard(tp, done))
+
+    def _discard(self, tp: Any, task: asyncio.Task[None]) -> None:
+        tasks = self.by_tp.get(tp)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self.by_tp[tp]
+
+    async def settle(self, revoked: Any, timeout_s: float) -> int:
+        """Wait for the events of the ``revoked`` partitions to end; returns how many were
+        still running at the timeout."""
+        tasks = {task for tp in revoked for task in self.by_tp.get(tp, ())}
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        return len(pending)
+
+
+async def run_concurrently(
+    topology: Topology,
+    stream: Any,
+    limit: int,
+    handle: Any,
+    in_flight_by_tp: InFlight | None = None,
+) -> None:
     """Handle up to ``limit`` events at once; each is acknowledged when its handling ends.
 
     Faust commits only the contiguous prefix of acknowledged offsets, so an event still in
-    flight holds its partition's commit back and a crash redelivers it.
+    flight holds its partition's commit back and a crash redelivers it. ``in_flight_by_tp``
+    tracks the events by partition, for a rebalance to wait on (:class:`InFlight`).
     """
     manual = stream.noack()
     slots = asyncio.Semaphore(limit)
@@ -163,6 +206,8 @@ async def run_concurrently(topology: Topology, stream: Any, limit: int, handle: 
             task = asyncio.create_task(one(event))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
+            if in_flight_by_tp is not None:
+                in_flight_by_tp.add(event.message.tp, task)
     finally:
         if in_flight:
             await asyncio.wait(in_flight, timeout=10)

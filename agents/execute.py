@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from agents import metrics
-from agents.common import CRASH_WORKER, run_concurrently
+from agents.common import CRASH_WORKER, InFlight, log, run_concurrently
 from agents.outbox import SharedOutbox
 from agents.platforms import Platforms, Procedure
 from agents.procedures import procedure_for
@@ -164,15 +164,22 @@ def register(topology: Topology, platforms: Platforms, pauses: Pauses | None = N
         (),
         lambda: {(): sum(1 for b in breakers.by_target.values() if b.is_open)},
     )
+    in_flight = InFlight()  # a revoked partition's actions end here before another worker's begin
     for action, topic in topology.actions.items():
         runner = StepRunner(topology, platforms, action, config, breakers, pauses=pauses)
         app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(
-            _body(runner, settings.executor_concurrency)
+            _body(runner, settings.executor_concurrency, in_flight)
         )
 
+    @app.on_partitions_revoked.connect
+    async def actions_end_here(app: Any, revoked: Any, **kwargs: Any) -> None:
+        still = await in_flight.settle(revoked, timeout_s=settings.http_timeout_s * 2)
+        if still:
+            log.warning("%d actions of revoked partitions still running after the wait", still)
 
-def _body(runner: StepRunner, limit: int) -> Any:
+
+def _body(runner: StepRunner, limit: int, in_flight: InFlight) -> Any:
     async def execute(stream: Any) -> None:
-        await run_concurrently(runner.topology, stream, limit, runner)
+        await run_concurrently(runner.topology, stream, limit, runner, in_flight)
 
     return execute

@@ -73,7 +73,9 @@ def test_two_workers_one_killed_mid_burst_the_other_takes_over_and_nothing_is_lo
             c.query.get("referencePipelineRunId")
             for c in stack.simulator.matching("POST", "*/createRun", 200)
         )
-    assert watch.settled
+        survivor = stack.worker.alive
+    log = (tmp_path / "stack" / "worker-1.log").read_text()[-3000:]
+    assert watch.settled, f"survivor alive: {survivor}; open: {watch.open_chains}\n{log}"
     final = {c for c, state in watch.chains.items() if state in FINAL}
     assert final == {chain_of(run, failed) for run in failed} == set(watch.chains)
     assert set(reruns) == set(failed) and set(reruns.values()) == {1}
