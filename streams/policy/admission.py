@@ -253,18 +253,11 @@ def _storm_row(
 ) -> Outcome:
     listed = ", ".join(chains[:AFFECTED_LISTED])
     more = f" and {len(chains) - AFFECTED_LISTED} more" if len(chains) > AFFECTED_LISTED else ""
-    return Outcome(
-        event_id=event_id("storm", rule.scope, value, now_ms),
-        at=now_ms,
-        chain_id="",
-        dedup_key=f"storm|{rule.scope}|{value}",
-        state=STORM,
-        scope=value,
-        detail=(
-            f"storm on {rule.scope} {value}: {count} {rule.distinct}s failing "
-            f"({rule.label()}); actions held, people to decide. Chains: {listed}{more}"
-        ),
+    detail = (
+        f"storm on {rule.scope} {value}: {count} {rule.distinct}s failing "
+        f"({rule.label()}); actions held, people to decide. Chains: {listed}{more}"
     )
+    return _storm_outcome(STORM, rule, value, now_ms, detail)
 
 
 def _storm_notice(request: ActionRequest, row: Outcome) -> ActionRequest:
@@ -284,17 +277,23 @@ def _storm_notice(request: ActionRequest, row: Outcome) -> ActionRequest:
 
 
 def _storm_over_row(rule: StormRule, value: str, storm: Mapping[str, Any], now_ms: int) -> Outcome:
+    detail = (
+        f"storm on {rule.scope} {value} over: the probe ({storm.get('probe')}) did not "
+        f"fail again; held actions released at a bounded rate"
+    )
+    return _storm_outcome(STORM_OVER, rule, value, now_ms, detail)
+
+
+def _storm_outcome(state: str, rule: StormRule, value: str, now_ms: int, detail: str) -> Outcome:
+    """An audit row about a storm on one scope (not about a chain)."""
     return Outcome(
-        event_id=event_id("storm_over", rule.scope, value, now_ms),
+        event_id=event_id(state, rule.scope, value, now_ms),
         at=now_ms,
         chain_id="",
         dedup_key=f"storm|{rule.scope}|{value}",
-        state=STORM_OVER,
+        state=state,
         scope=value,
-        detail=(
-            f"storm on {rule.scope} {value} over: the probe ({storm.get('probe')}) did not "
-            f"fail again; held actions released at a bounded rate"
-        ),
+        detail=detail,
     )
 
 

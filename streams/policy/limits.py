@@ -62,10 +62,7 @@ def parse_caps(doc: Any, *, origin: str = "caps") -> tuple[Cap, ...]:
             problems.append(f"{where}.per: expected one of {list(_CAP_SCOPES)}, got {per!r}")
         if then not in ("defer", "manual"):
             problems.append(f"{where}.then: expected defer or manual, got {then!r}")
-        if not _positive_int(limit):
-            problems.append(f"{where}.limit: expected a positive integer, got {limit!r}")
-        if not _positive_int(window):
-            problems.append(f"{where}.window_s: expected a positive integer, got {window!r}")
+        _need_positive(problems, where, limit=limit, window_s=window)
         if not problems:
             caps.append(Cap(per, int(limit), int(window), then, str(row.get("name", ""))))
     if problems:
@@ -88,10 +85,7 @@ def parse_storms(doc: Any, *, origin: str = "storms") -> tuple[StormRule, ...]:
             )
         if distinct not in _STORM_DISTINCT:
             problems.append(f"{where}.distinct: expected target or factory, got {distinct!r}")
-        if not _positive_int(more_than):
-            problems.append(f"{where}.more_than: expected a positive integer, got {more_than!r}")
-        if not _positive_int(within):
-            problems.append(f"{where}.within_s: expected a positive integer, got {within!r}")
+        _need_positive(problems, where, more_than=more_than, within_s=within)
         if not problems:
             storms.append(
                 StormRule(scope, distinct, int(more_than), int(within), str(row.get("name", "")))
@@ -120,3 +114,9 @@ def _known_rows(
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _need_positive(problems: list[str], where: str, **values: Any) -> None:
+    for name, value in values.items():
+        if not _positive_int(value):
+            problems.append(f"{where}.{name}: expected a positive integer, got {value!r}")
