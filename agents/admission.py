@@ -8,7 +8,6 @@ again from the state before it, never from a state that claims what was not sent
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from agents import metrics
@@ -19,33 +18,22 @@ from streams.policy.admission import Admission, AdmissionPolicy
 from streams.policy.model import ActionRequest
 
 
-class Pending(MutableMapping[str, Any]):
-    """The table as a batch sees it: its own writes first, the table under them. Written
-    through only by :meth:`commit`, after the batch's effects were sent."""
+class Pending:
+    """The table as a batch sees it (a :class:`streams.policy.admission.Store`): the batch's
+    own writes first, the table under them. Written through only by :meth:`commit`, after
+    the batch's effects were sent."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
         self.writes: dict[str, Any] = {}
 
-    def __getitem__(self, key: str) -> Any:
+    def get(self, key: str, default: Any = None) -> Any:
         if key in self.writes:
             return self.writes[key]
-        value = self.table.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
+        return self.table.get(key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.writes[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        raise NotImplementedError("admission never deletes: windows age out in place")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.writes)
-
-    def __len__(self) -> int:
-        return len(self.writes)
 
     def commit(self) -> None:
         for key, value in self.writes.items():

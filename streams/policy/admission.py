@@ -28,9 +28,9 @@ Pure: no I/O, no clock (``now_ms`` is a parameter).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from streams.policy.budget import day_of
 from streams.policy.ids import event_id
@@ -87,10 +87,19 @@ def factory_of(request: ActionRequest) -> str:
     return f"{alert.source}|{alert.scope}".lower()
 
 
+class Store(Protocol):
+    """What admission reads and writes of its table: a value by key, and a new one (the
+    windows age out in place, so nothing is ever deleted). A dict will do."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
 class Admission:
     """Decides for one request at a time, reading and writing ``store`` (the table)."""
 
-    def __init__(self, policy: AdmissionPolicy, store: MutableMapping[str, Any]) -> None:
+    def __init__(self, policy: AdmissionPolicy, store: Store) -> None:
         self.policy = policy
         self.store = store
 
