@@ -14,6 +14,7 @@ from agents import metrics
 from agents.common import CRASH_WORKER, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
+from streams.policy import routing
 from streams.policy.admission import Admission, AdmissionPolicy
 from streams.policy.model import ActionRequest
 
@@ -75,7 +76,14 @@ def register(topology: Topology, policy: AdmissionPolicy) -> Admissions:
 
     @topology.app.agent(topology.admission, name="admission", **CRASH_WORKER)
     async def admission(stream: Any) -> None:
-        await each_batch(topology, stream, "action_request", ActionRequest.from_dict, stage)
+        await each_batch(
+            topology,
+            stream,
+            "action_request",
+            ActionRequest.from_dict,
+            stage,
+            lane=routing.ADMISSION,
+        )
 
     return stage
 

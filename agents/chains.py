@@ -12,6 +12,7 @@ from agents import metrics
 from agents.common import CRASH_WORKER, TableExpiry, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
+from streams.policy import routing
 from streams.policy.chains import Chain, ChainPolicy, on_event
 from streams.policy.model import ChainEvent, ChainState
 from streams.policy.notices import notices_for
@@ -84,4 +85,6 @@ def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = N
 
     @topology.app.agent(topology.chain_events, name="chains", **CRASH_WORKER)
     async def chains(stream: Any) -> None:
-        await each_batch(topology, stream, "chain_event", ChainEvent.from_dict, stage)
+        await each_batch(
+            topology, stream, "chain_event", ChainEvent.from_dict, stage, lane=routing.CHAIN_EVENTS
+        )

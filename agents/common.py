@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -108,11 +109,16 @@ async def each_batch(
     record: str,
     parse: Callable[[dict[str, Any]], T],
     handle: Callable[[int, list[T]], Awaitable[None]],
+    *,
+    lane: str | None = None,
 ) -> None:
     """The loop of a batch stage: each message's items are decoded as ``record`` and handed to
     ``handle`` with the message's partition. A message that does not decode, or whose handling
-    raised, is dead-lettered with the reason and the stage goes on."""
+    raised, is dead-lettered with the reason and the stage goes on. ``lane``: the logical topic
+    the stage reads, when its topic is shared (other lanes' messages are passed over)."""
     async for event in stream.events():
+        if not topology.carries(lane, event):
+            continue
         try:
             batch = [parse(item) for item in decode_items(record, event.value)]
             await handle(event.message.partition, batch)
@@ -156,20 +162,74 @@ class InFlight:
         return len(pending)
 
 
+class InOrderAcks:
+    """Acknowledges a stream's events in offset order per partition, whatever order their
+    handling ends in.
+
+    Faust 0.15 commits over an unacknowledged event at the head of a partition when the one
+    after it is acknowledged first, and over anything on a partition with no commit yet
+    (``Consumer._new_offset``; faust-streaming/faust#606, still open): a stage that acks out of
+    order could see a crash lose the event it was still handling. Handed acks in offset order
+    only, Faust always sees a contiguous run and commits no further than the oldest event
+    still in hand.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream  # a ``noack()`` stream
+        self.taken: dict[Any, deque[Any]] = {}  # partition -> its events in offset order
+        self.finished: set[int] = set()  # ids of taken events whose handling ended
+
+    def take(self, event: Any) -> None:
+        """``event`` was taken from the stream (call in the order the stream gives them)."""
+        message = event.message
+        self.taken.setdefault((message.topic, message.partition), deque()).append(event)
+
+    async def done(self, event: Any) -> None:
+        """``event``'s handling ended: acknowledge it once every earlier one of its partition
+        is acknowledged (with those of them that ended already)."""
+        tp = (event.message.topic, event.message.partition)
+        queue = self.taken.get(tp)
+        if queue is None:  # forgotten (rebalance): its partition is read again from its commit
+            return
+        self.finished.add(id(event))
+        ready = []
+        while queue and id(queue[0]) in self.finished:
+            head = queue.popleft()
+            self.finished.discard(id(head))
+            ready.append(head)
+        if not queue:
+            del self.taken[tp]
+        for head in ready:  # Stream.ack records the ack before it yields: order is kept
+            await self.stream.ack(head)
+
+    def forget(self) -> None:
+        """Drop every event taken and not acknowledged: after a rebalance they are read again
+        from their partition's last commit, by whichever worker owns it then."""
+        self.taken.clear()
+        self.finished.clear()
+
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self.taken.values())
+
+
 async def run_concurrently(
     topology: Topology,
     stream: Any,
     limit: int,
     handle: Any,
     in_flight_by_tp: InFlight | None = None,
+    *,
+    lane: str | None = None,
 ) -> None:
-    """Handle up to ``limit`` events at once; each is acknowledged when its handling ends.
-
-    Faust commits only the contiguous prefix of acknowledged offsets, so an event still in
-    flight holds its partition's commit back and a crash redelivers it. ``in_flight_by_tp``
-    tracks the events by partition, for a rebalance to wait on (:class:`InFlight`).
+    """Handle up to ``limit`` events at once; each is acknowledged when its handling ends and
+    every earlier event of its partition is acknowledged (:class:`InOrderAcks`), so an event
+    still in flight holds its partition's commit back and a crash redelivers it.
+    ``in_flight_by_tp`` tracks the events by partition, for a rebalance to wait on
+    (:class:`InFlight`). ``lane``: the logical topic this stage reads, when its topic is shared
+    (the compact topic profile); events of other lanes are passed over.
     """
     manual = stream.noack()
+    acks = InOrderAcks(manual)
     slots = asyncio.Semaphore(limit)
     in_flight: set[asyncio.Task[None]] = set()
     # records of one key (one chain) run one after another, in offset order: two copies of a
@@ -192,7 +252,7 @@ async def run_concurrently(
             else:
                 del turns[key]
             slots.release()
-            await manual.ack(event)
+            await acks.done(event)
 
     async def dead_letter_safely(message: Any, exc: Exception) -> None:
         try:
@@ -202,6 +262,10 @@ async def run_concurrently(
 
     try:
         async for event in manual.events():
+            acks.take(event)
+            if not topology.carries(lane, event):
+                await acks.done(event)
+                continue
             await slots.acquire()
             task = asyncio.create_task(one(event))
             in_flight.add(task)

@@ -15,6 +15,7 @@ from typing import Any
 from agents.common import CRASH_WORKER, TableExpiry, each_batch
 from agents.outbox import Outbox
 from streams.app import Topology
+from streams.policy import routing
 from streams.policy.dedup import DedupEntry, Verdict, decide, dedup_key, outcome_for
 from streams.policy.model import ChainEvent, ChainEventKind, ClassifiedAlert
 
@@ -76,4 +77,11 @@ def register(topology: Topology) -> None:
 
     @topology.app.agent(topology.classified, name="dedup", **CRASH_WORKER)
     async def dedup(stream: Any) -> None:
-        await each_batch(topology, stream, "classified_alert", ClassifiedAlert.from_dict, stage)
+        await each_batch(
+            topology,
+            stream,
+            "classified_alert",
+            ClassifiedAlert.from_dict,
+            stage,
+            lane=routing.CLASSIFIED,
+        )

@@ -1,13 +1,13 @@
 """Delay tiers: hold each record until it is due without blocking anything else.
 
-Every record in a tier waits the same time, so the head of a partition is always due first.
 A tier message is a batch of the requests one step routed there together; it is due when
 its last item's hop ends (at most the sender's linger after its first). A message that is not
 yet due is held in memory, unacknowledged (a crash or a rebalance redelivers it from the last
-commit), together with every later message of its partition: that partition is logically
-paused until its head is due, while other partitions and tiers keep flowing. Held messages
-are acknowledged only after their items were forwarded, so committed offsets never pass a
-record that has not fired.
+commit). Each partition's held messages wait in order of due time and each goes on when *it*
+is due, so one topic can carry several tiers (the compact topic profile folds them all into
+``delays``), while other partitions and tiers keep flowing. Messages are acknowledged in
+offset order once forwarded (:class:`agents.common.InOrderAcks`), so committed offsets never
+pass a record that has not fired; on a topic of one tier, due order is offset order.
 
 The consumer itself is never paused. Faust drops records of a partition paused in the middle
 of a fetched batch, and seeking back to recover them makes its gap bookkeeping skip records
@@ -20,11 +20,12 @@ intake but never drops anything.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import heapq
+import itertools
 from typing import Any
 
 from agents import metrics
-from agents.common import CRASH_WORKER, dead_letter_failure
+from agents.common import CRASH_WORKER, InOrderAcks, dead_letter_failure
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import Undecodable, decode_items
@@ -46,14 +47,17 @@ class Held:
 
 
 class TierHolds:
-    """Per topic-partition FIFOs of tier messages waiting for their hop to end."""
+    """Per topic-partition heaps of tier messages waiting for their hop to end."""
 
     def __init__(self, topology: Topology, stream: Any, *, max_held: int = MAX_HELD) -> None:
         self.topology = topology
         self.stream = stream
+        self.acks = InOrderAcks(stream)
         self.max_held = max_held
-        self.waiting: dict[tuple[str, int], deque[Held]] = {}
+        # (due_at, arrival, Held): the earliest due first, offset order among equals
+        self.waiting: dict[tuple[str, int], list[tuple[int, int, Held]]] = {}
         self.timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self.arrivals = itertools.count()
         self.held = 0
         self.room = asyncio.Event()
         self.room.set()
@@ -61,17 +65,27 @@ class TierHolds:
 
     async def offer(self, event: Any, items: list[dict[str, Any]]) -> None:
         """Hold ``event`` (its decoded request ``items``) until its hop ends, then forward."""
+        self.acks.take(event)
         held = Held(event, items)
         tp = (event.message.topic, event.message.partition)
-        queue = self.waiting.get(tp)
-        if queue is not None:  # this partition is held or being released: keep offset order
-            await self._hold(tp, queue, held)
-        elif self._hold_ms(held) <= 0:
+        if self._hold_ms(held) <= 0:
             await self._forward([held])
-        else:
-            queue = self.waiting[tp] = deque()
-            await self._hold(tp, queue, held)
+            return
+        heap = self.waiting.setdefault(tp, [])
+        earliest = not heap or held.due_at < heap[0][0]
+        heapq.heappush(heap, (held.due_at, next(self.arrivals), held))
+        self.held += 1
+        if earliest:
             self._arm(tp)
+        if self.held >= self.max_held:
+            self.room.clear()
+            await self.room.wait()  # backpressure: take nothing more until records fire
+
+    async def take_undecodable(self, event: Any, exc: Exception) -> None:
+        """A message that is not a tier batch: dead-lettered, acknowledged in its turn."""
+        self.acks.take(event)
+        await dead_letter_failure(self.topology, event.message, exc)
+        await self.acks.done(event)
 
     def forget(self) -> None:
         """Drop every held record unacknowledged: after a rebalance its owner redelivers it."""
@@ -80,21 +94,19 @@ class TierHolds:
             handle.cancel()
         self.timers.clear()
         self.waiting.clear()
+        self.acks.forget()
         self.held = 0
         self.room.set()
-
-    async def _hold(self, tp: tuple[str, int], queue: deque[Held], held: Held) -> None:
-        queue.append(held)
-        self.held += 1
-        if self.held >= self.max_held:
-            self.room.clear()
-            await self.room.wait()  # backpressure: take nothing more until records fire
 
     def _hold_ms(self, held: Held) -> int:
         return backoff.hold_ms(held.due_at, self.topology.clock.now_ms())
 
     def _arm(self, tp: tuple[str, int]) -> None:
-        head = self.waiting[tp][0]
+        """(Re)set ``tp``'s timer for its earliest held message."""
+        previous = self.timers.pop(tp, None)
+        if previous is not None:
+            previous.cancel()
+        head = self.waiting[tp][0][2]
         generation = self.generation
         loop = asyncio.get_running_loop()
         self.timers[tp] = self.topology.clock.call_later(
@@ -105,27 +117,25 @@ class TierHolds:
         if generation != self.generation:
             return
         self.timers.pop(tp, None)
-        queue = self.waiting.get(tp)
+        heap = self.waiting.get(tp, [])
         due: list[Held] = []
-        while queue and self._hold_ms(queue[0]) <= 0:
-            due.append(queue.popleft())
+        while heap and self._hold_ms(heap[0][2]) <= 0:
+            due.append(heapq.heappop(heap)[2])
         self.held -= len(due)
-        # Messages offered while this send is under way join the same queue (an empty queue
-        # still marks the partition as held), so they are armed for below, not dropped.
-        await self._forward(due)  # every message due now, in one send
-        if generation != self.generation or queue is None:
-            return
-        if self.held < self.max_held:
-            self.room.set()
-        if queue:
+        if heap:
             self._arm(tp)
         else:
-            del self.waiting[tp]
+            self.waiting.pop(tp, None)
+        if self.held < self.max_held:
+            self.room.set()
+        await self._forward(due)  # every message due now, in one send
 
     async def _forward(self, due: list[Held]) -> None:
         """Send the items of ``due`` on (to their action topic or their next tier), then
         acknowledge the messages. A message with an item that is not a request is also
         dead-lettered; its other items still go."""
+        if not due:
+            return
         outbox = Outbox(self.topology)
         now = self.topology.clock.now_ms()
         bad: dict[int, tuple[Held, Exception]] = {}  # one dead letter per message, at most
@@ -142,14 +152,15 @@ class TierHolds:
         for held, exc in bad.values():
             await dead_letter_failure(self.topology, held.event.message, exc)
         for held in due:
-            await self.stream.ack(held.event)
+            await self.acks.done(held.event)
 
 
 def register(topology: Topology) -> None:
     app = topology.app
     if not topology.delays:
         return
-    names = [topic.get_topic_name() for topic in topology.delays.values()]
+    # in the compact profile every tier is one topic
+    names = list(dict.fromkeys(topic.get_topic_name() for topic in topology.delays.values()))
     tiers_topic = app.topic(*names, key_serializer="raw", value_serializer="raw")
     holds: list[TierHolds] = []
     metrics.LIVE.add(
@@ -168,8 +179,7 @@ def register(topology: Topology) -> None:
             try:
                 items = decode_items("action_request", event.value)
             except Undecodable as exc:
-                await dead_letter_failure(topology, event.message, exc)
-                await manual.ack(event)
+                await tier_holds.take_undecodable(event, exc)
                 continue
             await tier_holds.offer(event, items)
 

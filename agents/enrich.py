@@ -23,6 +23,7 @@ from agents.platforms import Platforms
 from streams.adapters.errors import ErrorKind, PlatformError
 from streams.app import Topology
 from streams.codecs import decode
+from streams.policy import routing
 from streams.policy.model import Alert, ClassifiedAlert, Signal, Source
 from streams.policy.names import INVALID_NAME, invalid_name
 from streams.policy.normalize import (
@@ -129,4 +130,10 @@ def register(topology: Topology, platforms: Platforms, classifier: Classifier) -
 
     @topology.app.agent(topology.enrich, name="enrich", **CRASH_WORKER)
     async def enrich(stream: Any) -> None:
-        await run_concurrently(topology, stream, topology.settings.executor_concurrency, enricher)
+        await run_concurrently(
+            topology,
+            stream,
+            topology.settings.executor_concurrency,
+            enricher,
+            lane=routing.ENRICH,
+        )

@@ -19,6 +19,7 @@ from agents.procedures import procedure_for
 from streams.adapters.errors import ErrorKind, HeldBack, PlatformError
 from streams.app import Topology
 from streams.codecs import decode
+from streams.policy import routing
 from streams.policy.breaker import Breakers, target_of
 from streams.policy.model import Action, ActionRequest, Step
 from streams.policy.names import INVALID_NAME, invalid_name
@@ -168,7 +169,7 @@ def register(topology: Topology, platforms: Platforms, pauses: Pauses | None = N
     for action, topic in topology.actions.items():
         runner = StepRunner(topology, platforms, action, config, breakers, pauses=pauses)
         app.agent(topic, name=f"execute-{action}", **CRASH_WORKER)(
-            _body(runner, settings.executor_concurrency, in_flight)
+            _body(runner, settings.executor_concurrency, in_flight, routing.action_topic(action))
         )
 
     @app.on_partitions_revoked.connect
@@ -178,8 +179,8 @@ def register(topology: Topology, platforms: Platforms, pauses: Pauses | None = N
             log.warning("%d actions of revoked partitions still running after the wait", still)
 
 
-def _body(runner: StepRunner, limit: int, in_flight: InFlight) -> Any:
+def _body(runner: StepRunner, limit: int, in_flight: InFlight, lane: str) -> Any:
     async def execute(stream: Any) -> None:
-        await run_concurrently(runner.topology, stream, limit, runner, in_flight)
+        await run_concurrently(runner.topology, stream, limit, runner, in_flight, lane=lane)
 
     return execute

@@ -19,6 +19,7 @@ from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, origin
 from agents.outbox import Outbox
 from streams.app import Topology
 from streams.codecs import encode
+from streams.policy import routing
 from streams.policy.dedup import dedup_key
 from streams.policy.model import Alert, ClassifiedAlert, Signal
 from streams.policy.normalize import NormalizeError, normalize_detailed
@@ -83,9 +84,12 @@ async def _ingest_one(
             continue
         record = classify_alert(alert, classifier, received_at=received, origin=origin)
         if alert.signal == Signal.ENRICH.value:
-            await topology.enrich.send(
-                key=dedup_key(alert), value=encode("classified_alert", record.to_dict())
+            sent = await topology.enrich.send(
+                key=dedup_key(alert),
+                value=encode("classified_alert", record.to_dict()),
+                headers=topology.headers_for(routing.ENRICH),
             )
+            await sent  # the broker has it before the raw message is acknowledged
         else:
             outbox.add_classified(record)
     metrics.count_ingested(found.shape, found.alerts, found.skipped, ignored)

@@ -126,10 +126,22 @@ class Outbox:
         sends: list[tuple[Awaitable[Any], Callable[[], None]]] = []
         try:
             for partition, items in self.classified.items():
-                sent = await _send_batch(topology.classified, "classified_alert", items, partition)
+                sent = await _send_batch(
+                    topology.classified,
+                    "classified_alert",
+                    items,
+                    partition,
+                    topology.headers_for(routing.CLASSIFIED),
+                )
                 sends.append((sent, partial(self.classified.pop, partition)))
             for partition, items in self.chain_events.items():
-                sent = await _send_batch(topology.chain_events, "chain_event", items, partition)
+                sent = await _send_batch(
+                    topology.chain_events,
+                    "chain_event",
+                    items,
+                    partition,
+                    topology.headers_for(routing.CHAIN_EVENTS),
+                )
                 sends.append((sent, partial(self.chain_events.pop, partition)))
             for place, items in self.waiting.items():
                 tier_s, partition = place
@@ -139,13 +151,21 @@ class Outbox:
             if self.admission:
                 partition = partition_for(ADMISSION_KEY, self.partitions)
                 items = self.admission
-                sent = await _send_batch(topology.admission, "action_request", items, partition)
+                sent = await _send_batch(
+                    topology.admission,
+                    "action_request",
+                    items,
+                    partition,
+                    topology.headers_for(routing.ADMISSION),
+                )
                 sends.append((sent, items.clear))
             for request in self.due:
                 notice = request.action == routing.NOTIFY  # people are told on their own topic
                 topic = topology.notify if notice else topology.actions[request.action]
                 sent = await topic.send(
-                    key=request.chain_id, value=encode("action_request", request.to_dict())
+                    key=request.chain_id,
+                    value=encode("action_request", request.to_dict()),
+                    headers=topology.headers_for(routing.action_topic(request.action)),
                 )
                 sends.append((sent, partial(self.due.remove, request)))
         finally:  # what the producer took is waited for, even when a later send failed
@@ -226,7 +246,11 @@ MAX_BATCH_BYTES = 512 * 1024
 
 
 async def _send_batch(
-    topic: Any, record: str, items: list[tuple[str, dict[str, Any]]], partition: int | None
+    topic: Any,
+    record: str,
+    items: list[tuple[str, dict[str, Any]]],
+    partition: int | None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> Awaitable[Any]:
     """Hand ``items`` to the producer as one message (halved until each part fits
     ``MAX_BATCH_BYTES``), keyed by its first item, whose key hashes to the partition the batch
@@ -234,11 +258,11 @@ async def _send_batch(
     body = encode_items(record, [value for _, value in items])
     if len(body) > MAX_BATCH_BYTES and len(items) > 1:
         half = len(items) // 2
-        first = await _send_batch(topic, record, items[:half], partition)
-        second = await _send_batch(topic, record, items[half:], partition)
+        first = await _send_batch(topic, record, items[:half], partition, headers)
+        second = await _send_batch(topic, record, items[half:], partition, headers)
         return asyncio.gather(first, second)
     return await topic.send(
-        key=items[0][0], value=body, partition=partition, value_serializer="raw"
+        key=items[0][0], value=body, partition=partition, value_serializer="raw", headers=headers
     )
 
 

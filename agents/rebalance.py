@@ -18,7 +18,11 @@ duplicate rows and dead letters in every scenario). A record that reaches such a
 between this signal and the end of the rebalance could still be fetched and dropped (seen
 once in a stress run), so :class:`SkippedRecords` watches the first record a stream takes from
 each partition sent back: if it is past the offset sought, what lies between was dropped, and
-the partition is sent back again (the few records already taken are read twice). Every stage
+the partition is sent back again (the few records already taken are read twice). When the
+dropped records were the partition's last (a single held retry, seen with the compact
+profile's one ``delays`` topic after a ``kill -9``), no later record comes to tell: so a while
+after the rebalance (``CHECK_AFTER_S``), a partition still waiting for its first record whose
+consumer position is past the offset sought was fetched and dropped, and is sent back too. Every stage
 downstream is idempotent, which a redelivery from the last commit requires anyway. Changelog
 partitions are Faust's table recovery's own business and are left alone.
 """
@@ -33,8 +37,12 @@ from faust import Sensor
 
 from agents.common import log
 from streams.app import Topology
+from streams.clock import Clock, SystemClock
 
 CHANGELOG_SUFFIX = "-changelog"
+# after a rebalance: how long a fetched record may take to reach its stream before a
+# partition whose position moved past the offset sought, with nothing taken, is sent back
+CHECK_AFTER_S = 5.0
 
 
 def never_committed(committed: Mapping[Any, int | None]) -> list[Any]:
@@ -65,28 +73,57 @@ class SkippedRecords(Sensor):
     here, are compacted). A later one means the records in between were fetched and dropped
     before flow resumed: the partition is sent back to ``offset`` once more."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(
+        self, app: Any, clock: Clock | None = None, check_after_s: float = CHECK_AFTER_S
+    ) -> None:
         super().__init__()
         self.app = app  # its consumer is made when the worker starts
+        self.clock = clock or SystemClock()
+        self.check_after_s = check_after_s
         self.expected: dict[Any, int] = {}
         self.resought = 0
+        self.generation = 0
 
     def expect(self, positions: Mapping[Any, int]) -> None:
         self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
+        self.generation += 1
+        if self.expected:
+            generation = self.generation
+            self.clock.call_later(
+                self.check_after_s, lambda: asyncio.ensure_future(self.check(generation))
+            )
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         start = self.expected.pop(tp, None)
         if start is None or offset <= start:
             return None
-        self.resought += 1
-        log.warning("%s: records %d-%d were skipped; reading them again", tp, start, offset - 1)
-        asyncio.ensure_future(self.app.consumer.seek(tp, start))
+        self._send_back(tp, start, f"records {start}-{offset - 1} were skipped")
         return None
+
+    async def check(self, generation: int) -> None:
+        """Send back each watched partition whose consumer fetched past the offset sought
+        while no stream took a record of it: its last records were dropped."""
+        if generation != self.generation:
+            return  # another rebalance since: it has its own check
+        for tp, start in list(self.expected.items()):
+            position = await self.app.consumer.position(tp)
+            if generation != self.generation or self.expected.get(tp) != start:
+                continue  # a record came meanwhile (or a rebalance): nothing to do here
+            if position is not None and position > start:
+                del self.expected[tp]
+                self._send_back(
+                    tp, start, f"records {start}-{position - 1} were fetched, none taken"
+                )
+
+    def _send_back(self, tp: Any, start: int, why: str) -> None:
+        self.resought += 1
+        log.warning("%s: %s; reading them again", tp, why)
+        asyncio.ensure_future(self.app.consumer.seek(tp, start))
 
 
 def register(topology: Topology) -> SkippedRecords:
     app = topology.app
-    skipped = SkippedRecords(app)
+    skipped = SkippedRecords(app, topology.clock)
     app.sensors.add(skipped)
 
     @app.on_rebalance_complete.connect

@@ -57,8 +57,11 @@ def waiting_from(table: dict[str, dict[str, Any]], ttl_s: int) -> list[Waiting]:
     return sorted(found, key=lambda w: (w.since_ms, w.chain_id))
 
 
-async def read_table(broker: str | kafka.ClientOptions, topic: str) -> dict[str, dict[str, Any]]:
-    """The latest value per key of a table's changelog ``topic`` (deleted keys dropped)."""
+async def read_table(
+    broker: str | kafka.ClientOptions, topic: str, prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """The latest value per key of a table's changelog ``topic`` (deleted keys dropped);
+    ``prefix``: only keys under it, without it (a table of the compact profile's shared one)."""
     from aiokafka.structs import TopicPartition
 
     from pipemedic.tansu import true_end_offsets
@@ -81,7 +84,7 @@ async def read_table(broker: str | kafka.ClientOptions, topic: str) -> dict[str,
             for tp, messages in batches.items():
                 for message in messages:
                     if message.offset < ends[tp]:
-                        _apply(table, message.key, message.value)
+                        _apply(table, message.key, message.value, prefix)
                     if message.offset + 1 >= ends[tp]:
                         pending.discard(tp)
     finally:
@@ -89,10 +92,15 @@ async def read_table(broker: str | kafka.ClientOptions, topic: str) -> dict[str,
     return table
 
 
-def _apply(table: dict[str, dict[str, Any]], key: bytes | None, value: bytes | None) -> None:
+def _apply(
+    table: dict[str, dict[str, Any]], key: bytes | None, value: bytes | None, prefix: str
+) -> None:
     if key is None:
         return
-    name = json.loads(key)  # Faust's table keys and values are JSON
+    name = str(json.loads(key))  # Faust's table keys and values are JSON
+    if not name.startswith(prefix):
+        return
+    name = name[len(prefix) :]
     decoded = json.loads(value) if value else None
     if decoded:
         table[str(name)] = decoded
@@ -103,10 +111,10 @@ def _apply(table: dict[str, dict[str, Any]], key: bytes | None, value: bytes | N
 def waiting_now(settings: Any, on_broker: Any) -> list[Waiting]:
     """What waits now, for ``pipemedic approvals``; ``on_broker`` runs the read against the
     configured broker (the CLI's bounded runner)."""
-    from streams.app import changelog_topics
+    from streams.app import table_changelog
     from streams.estate import load_estate
 
     ttl_s = load_estate(settings.estate_file).notifications.approval_ttl_s
-    (topic,) = (t for t in changelog_topics(settings) if t.endswith("-chains-changelog"))
-    table = on_broker(settings, lambda client: read_table(client, topic))
+    topic, prefix = table_changelog(settings, "chains")
+    table = on_broker(settings, lambda client: read_table(client, topic, prefix))
     return waiting_from(table, ttl_s)

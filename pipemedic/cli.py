@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plan: a table, JSON, az CLI or Bicep for Event Hubs, kafka-topics.sh commands",
     )
     topics.add_argument(
+        "--profile",
+        choices=["default", "compact"],
+        default=None,
+        help="the topic profile (PIPEMEDIC_TOPIC_PROFILE, else default); compact fits Event "
+        "Hubs Standard's 10 event hubs",
+    )
+    topics.add_argument(
         "--tier",
         choices=["standard", "premium", "dedicated"],
         default="standard",
@@ -394,9 +401,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from pipemedic import topic_plan
-    from streams.policy.topic_plan import tier_named
+    from streams.policy.topic_plan import event_hubs_warnings, tier_named
 
     settings = _settings()
+    if args.profile is not None:
+        settings = settings.model_copy(update={"topic_profile": args.profile})
     specs = topic_plan.plan_for(settings)
     if args.list:
         print("\n".join(s.name for s in specs))
@@ -404,8 +413,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
     if args.action == "plan":
         tier, tombstones = tier_named(args.tier), settings.topic_retention_hours
         if args.format == "table":
-            print_rows("pipemedic topic plan", topic_plan.table_rows(specs))
+            print_rows(
+                f"pipemedic topic plan ({settings.topic_profile} profile)",
+                topic_plan.table_rows(specs),
+            )
             print(f"{len(specs)} topics")
+            for warning in event_hubs_warnings(specs, tier):
+                print(f"pipemedic: note: {warning}", file=sys.stderr)
         else:
             print(
                 {
@@ -467,6 +481,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
             by=args.by,
             reason=args.reason,
             topic_prefix=settings.topic_prefix,
+            profile=settings.topic_profile,
         ),
     )
     print(f"{'approved' if approve else 'rejected'}: {args.chain_id}")

@@ -203,11 +203,13 @@ async def send_decision(
     by: str,
     reason: str = "",
     topic_prefix: str = "",
+    profile: str = "default",
 ) -> None:
-    """A person's yes or no for the action a chain waits on (approval mode)."""
+    """A person's yes or no for the action a chain waits on (approval mode), on the chain
+    events of the pipeline named by ``topic_prefix`` and its topic ``profile``."""
     from streams.codecs import encode_items
     from streams.policy.model import Alert, ChainEvent, ChainEventKind
-    from streams.policy.routing import CHAIN_EVENTS, prefixed
+    from streams.policy.routing import CHAIN_EVENTS, destination
 
     kind = ChainEventKind.APPROVED if approve else ChainEventKind.REJECTED
     detail = f"by {by}" + (f": {reason}" if reason else "")
@@ -219,9 +221,9 @@ async def send_decision(
         alert=Alert(alert_id=f"decision:{chain_id}", source="", kind=""),
         detail=detail,
     )
-    topic = prefixed(CHAIN_EVENTS, topic_prefix)
+    topic, headers = destination(CHAIN_EVENTS, profile, topic_prefix)
     value = encode_items("chain_event", [event.to_dict()])
-    await _send_in_order(bootstrap, [(topic, chain_id.encode(), value)])
+    await _send_in_order(bootstrap, [(topic, chain_id.encode(), value)], headers)
 
 
 async def send_pause(
@@ -255,13 +257,15 @@ async def send_pause(
 
 
 async def _send_in_order(
-    bootstrap: str | kafka.ClientOptions, messages: Iterable[tuple[str, bytes, bytes]]
+    bootstrap: str | kafka.ClientOptions,
+    messages: Iterable[tuple[str, bytes, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """Send ``(topic, key, value)`` messages, each acknowledged before the next goes."""
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
         for topic, key, value in messages:
-            await producer.send_and_wait(topic, value, key=key)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()

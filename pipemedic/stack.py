@@ -194,6 +194,23 @@ class EmbeddedStack:
         self._stack.callback(worker.stop)
         return worker
 
+    def decide(self, chain_id: str, *, approve: bool, by: str, reason: str = "") -> None:
+        """A person's yes or no for ``chain_id``, as ``pipemedic approve`` sends it."""
+        from pipemedic.runtime import send_decision
+
+        assert self.settings is not None
+        asyncio.run(
+            send_decision(
+                self.bootstrap,
+                chain_id,
+                approve=approve,
+                by=by,
+                reason=reason,
+                topic_prefix=self.settings.topic_prefix,
+                profile=self.settings.topic_profile,
+            )
+        )
+
     def stop_worker(self) -> None:
         if self.worker is not None:
             self.worker.stop()

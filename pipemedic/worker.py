@@ -65,7 +65,8 @@ def planned_topics(settings: Settings) -> tuple[str, ...]:
     """Every topic a worker with these settings uses, Faust's changelogs included."""
     _, schedules = load_rulebook(settings.rules_file)
     tiers = plan_tiers(settings, schedules)
-    return (*routing.all_topics(tiers, settings.topic_prefix), *changelog_topics(settings))
+    topics = routing.all_topics(tiers, settings.topic_prefix, settings.topic_profile)
+    return (*topics, *changelog_topics(settings))
 
 
 def build_platforms(settings: Settings, estate: Estate) -> Platforms:

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # prefixed to every topic and to the app id (consumer group, changelogs): a shadow
     # pipeline beside production on one cluster (streams/policy/routing.py)
     topic_prefix: str = ""
+    # "compact": 9 topics with changelogs, for an Event Hubs Standard namespace (10 event
+    # hubs); "default": a topic per stage, action and delay tier (streams/policy/routing.py)
+    topic_profile: Literal["default", "compact"] = "default"
     data_dir: Path = Field(default_factory=default_data_dir)
 
     # Kafka / Event Hubs

@@ -1,7 +1,15 @@
 """Where a record goes next: one topic per action, one per delay tier, one for dead letters.
 
 Topic names are derived here and nowhere else, so the worker, the topic pre-creation and the
-tests agree on them. A topic prefix (``PIPEMEDIC_TOPIC_PREFIX``) names a second pipeline on the
+tests agree on them.
+
+**Topic profiles.** The default profile gives every logical topic a physical topic of its own
+(29 with the demo's tiers). The compact profile fits an Event Hubs Standard namespace (10 event
+hubs, changelogs included): the internal stages (enrich, classified alerts, chain events,
+admission) share one topic, every action shares another, every delay tier a third, and all
+tables share one changelog. On a shared topic each record carries its logical topic in the
+``pipemedic-lane`` header, and each stage passes over the records of other lanes
+(:func:`physical_topic`, :func:`lane_of`). A topic prefix (``PIPEMEDIC_TOPIC_PREFIX``) names a second pipeline on the
 same cluster: every topic and the consumer group (the Faust app id, hence its changelogs) carry
 it, so a shadow pipeline in observe mode reads and writes nothing of production's.
 """
@@ -30,6 +38,59 @@ CONTROL = "control"
 ADMISSION = "admission"
 
 
+DEFAULT_PROFILE = "default"
+COMPACT_PROFILE = "compact"
+PROFILES = (DEFAULT_PROFILE, COMPACT_PROFILE)
+# the compact profile's shared topics
+STAGES = "stages"
+ACTIONS = "actions"
+DELAYS = "delays"
+# the header naming a record's logical topic on a shared topic
+LANE_HEADER = "pipemedic-lane"
+_STAGE_LANES = (ENRICH, CLASSIFIED, CHAIN_EVENTS, ADMISSION)
+
+
+def physical_topic(name: str, profile: str = DEFAULT_PROFILE) -> str:
+    """The topic logical topic ``name`` (unprefixed) travels on in ``profile``."""
+    if profile != COMPACT_PROFILE:
+        return name
+    if name in _STAGE_LANES:
+        return STAGES
+    if name.startswith("action-"):
+        return ACTIONS
+    if name.startswith("delay-"):
+        return DELAYS  # one reader: the delay stage releases each record at its own time
+    return name
+
+
+def lane_of(name: str, profile: str = DEFAULT_PROFILE) -> str | None:
+    """The ``pipemedic-lane`` header value of logical topic ``name`` in ``profile``; None
+    when ``name`` has a topic of its own there (or its topic has one reader: the tiers)."""
+    if physical_topic(name, profile) in (STAGES, ACTIONS):
+        return name
+    return None
+
+
+def first_lane(name: str, profile: str = DEFAULT_PROFILE) -> str:
+    """The first lane of the topic ``name`` travels on: it takes that topic's records that
+    name no lane (and dead-letters what it cannot decode)."""
+    if physical_topic(name, profile) == STAGES:
+        return _STAGE_LANES[0]
+    if physical_topic(name, profile) == ACTIONS:
+        return action_topic(Action.MANUAL.value)
+    return name
+
+
+def destination(
+    name: str, profile: str = DEFAULT_PROFILE, prefix: str = ""
+) -> tuple[str, list[tuple[str, bytes]] | None]:
+    """Where a record of logical topic ``name`` is sent from outside the worker (the CLI, a
+    test): its physical topic and the headers naming its lane, if it needs one."""
+    lane = lane_of(name, profile)
+    headers = None if lane is None else [(LANE_HEADER, lane.encode())]
+    return prefixed(physical_topic(name, profile), prefix), headers
+
+
 def prefixed(name: str, prefix: str = "") -> str:
     """``name`` as the pipeline named by ``prefix`` calls it ("" is the unprefixed one)."""
     return f"{prefix}{name}"
@@ -50,8 +111,10 @@ def all_action_topics() -> tuple[str, ...]:
     return tuple(action_topic(a.value) for a in Action)
 
 
-def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
-    """Every topic the topology uses (Faust's own changelog topics come on top)."""
+def all_topics(
+    tiers: Sequence[int], prefix: str = "", profile: str = DEFAULT_PROFILE
+) -> tuple[str, ...]:
+    """Every physical topic the topology uses (Faust's own changelog topics come on top)."""
     names = (
         RAW,
         ENRICH,
@@ -65,7 +128,8 @@ def all_topics(tiers: Sequence[int], prefix: str = "") -> tuple[str, ...]:
         *all_action_topics(),
         *(backoff.tier_topic(t) for t in tiers),
     )
-    return tuple(prefixed(name, prefix) for name in names)
+    physical = dict.fromkeys(physical_topic(name, profile) for name in names)
+    return tuple(prefixed(name, prefix) for name in physical)
 
 
 def route(

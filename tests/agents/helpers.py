@@ -22,12 +22,14 @@ class RecordingTopic:
     fail: bool = False
     hold: bool = False
     unacknowledged: list[asyncio.Future] = field(default_factory=list)
+    headers: list[object] = field(default_factory=list)  # each send's headers, in order
 
-    async def send(self, *, key, value, partition=None, value_serializer="raw"):
+    async def send(self, *, key, value, partition=None, value_serializer="raw", headers=None):
         assert value_serializer == "raw"  # the outbox encodes batches itself
         if self.fail:
             raise ConnectionError("broker gone")
         self.sent.append((key, value, partition))
+        self.headers.append(headers)
         return self._delivery()
 
     def _delivery(self) -> asyncio.Future:
@@ -141,6 +143,10 @@ def fake_topology(*, partitions: int = 4, tiers: tuple[int, ...] = (5, 30), cloc
         delays={t: RecordingTopic() for t in tiers},
         notify=RecordingTopic(),  # notices for people (agents/notify.py)
         clock=clock or ManualClock(),
+        # the default topic profile: no topic is shared, no record needs a lane
+        profile="default",
+        headers_for=lambda name: None,
+        carries=lambda lane, event: True,
     )
 
 

@@ -38,25 +38,45 @@ def items(now: int, *offsets_ms: int, prefix: str) -> list[dict]:
     return out
 
 
-async def test_a_batch_waits_for_its_last_item_and_keeps_offset_order():
+async def test_each_batch_goes_when_its_last_item_is_due_and_acks_keep_offset_order():
     topo, acks = topology(), AckLog()
     clock = topo.clock
     holds = TierHolds(topo, acks)
     now = clock.now_ms()
     sent = topo.actions["retry_pipeline"].sent
     await holds.offer(event(0), items(now, 100, 250, prefix="a"))
-    await holds.offer(event(1), items(now, 150, prefix="b"))  # due earlier, but behind offset 0
+    await holds.offer(event(1), items(now, 150, prefix="b"))  # due earlier, behind offset 0
     await holds.offer(event(0, partition=1), items(now, 50, prefix="c"))  # its own partition
 
-    await clock.advance(0.249)
-    assert [key for key, _, _ in sent] == ["c-0"]  # partition 0's head is not due yet
+    await clock.advance(0.149)
+    assert [key for key, _, _ in sent] == ["c-0"]
     assert acks.acked == [0] and holds.held == 2
+    await clock.advance(0.001)  # b is due: it goes, but is not acknowledged before offset 0
+    assert [key for key, _, _ in sent] == ["c-0", "b-0"]
+    assert acks.acked == [0] and holds.held == 1
+    await clock.advance(0.099)
+    assert [key for key, _, _ in sent] == ["c-0", "b-0"]  # a's last item is not due yet
     await clock.advance(0.001)
-    assert [key for key, _, _ in sent] == ["c-0", "a-0", "a-1", "b-0"]
-    assert acks.acked == [0, 0, 1]
+    assert [key for key, _, _ in sent] == ["c-0", "b-0", "a-0", "a-1"]
+    assert acks.acked == [0, 0, 1]  # partition 0 in offset order
     for _, body, _ in sent:
         assert decode("action_request", body)["tier"] == ""  # due: straight to the action
     assert holds.held == 0 and not holds.waiting and clock.pending == 0
+
+
+async def test_tiers_folded_into_one_topic_each_fire_on_time():
+    """The compact profile's one ``delays`` topic: a short wait behind a long one is not
+    held back by it (the commit is: offset order)."""
+    topo, acks = topology(), AckLog()
+    holds = TierHolds(topo, acks)
+    now = topo.clock.now_ms()
+    sent = topo.actions["retry_pipeline"].sent
+    await holds.offer(event(0), items(now, 600_000, prefix="long"))
+    await holds.offer(event(1), items(now, 5_000, prefix="short"))
+    await topo.clock.advance(5.0)
+    assert [key for key, _, _ in sent] == ["short-0"] and acks.acked == []
+    await topo.clock.advance(595.0)
+    assert [key for key, _, _ in sent] == ["short-0", "long-0"] and acks.acked == [0, 1]
 
 
 async def test_nothing_fires_early():

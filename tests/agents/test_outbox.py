@@ -133,7 +133,7 @@ class FlakyTopic(RecordingTopic):
     failures_left: int = 2
     attempts: int = 0
 
-    async def send(self, *, key, value, partition, value_serializer):
+    async def send(self, *, key, value, partition, value_serializer, headers=None):
         self.attempts += 1
         if self.failures_left:
             self.failures_left -= 1

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from aiokafka.structs import TopicPartition as TP
 
 from agents.rebalance import SkippedRecords, never_committed, reread_never_committed
+from tests.agents.helpers import ManualClock, settle
 
 
 class Consumer:
@@ -17,6 +18,7 @@ class Consumer:
     def __init__(self, committed):
         self.committed = committed
         self.seeks: list[tuple[TP, int]] = []
+        self.positions: dict[TP, int] = {}
 
     def assignment(self):
         return set(self.committed)
@@ -29,6 +31,9 @@ class Consumer:
 
     async def seek(self, tp, offset):
         self.seeks.append((tp, offset))
+
+    async def position(self, tp):
+        return self.positions.get(tp)
 
 
 COMMITTED = {
@@ -62,8 +67,8 @@ async def test_they_are_returned_with_the_offset_each_went_to():
 # ---- records dropped after the seek are noticed and read again ------------------------------
 
 
-def watch(consumer):
-    skipped = SkippedRecords(SimpleNamespace(consumer=consumer))
+def watch(consumer, clock=None):
+    skipped = SkippedRecords(SimpleNamespace(consumer=consumer), clock or ManualClock())
     skipped.expect({TP("delay-8s", 0): 7, TP("outcomes", 2): 7})
     return skipped
 
@@ -94,3 +99,28 @@ async def test_a_new_rebalance_replaces_what_the_last_one_expected():
     skipped.on_stream_event_in(TP("delay-8s", 0), 30, None, None)
     await asyncio.sleep(0)
     assert consumer.seeks == []
+
+
+async def test_a_partition_fetched_past_the_offset_sought_with_nothing_taken_goes_back():
+    """The dropped records were the partition's last: no later record tells, its position
+    does."""
+    consumer, clock = Consumer(COMMITTED), ManualClock()
+    consumer.positions = {TP("delay-8s", 0): 8, TP("outcomes", 2): 7}  # outcomes: nothing yet
+    skipped = watch(consumer, clock)
+    await clock.advance(4.9)
+    assert consumer.seeks == []  # a fetched record may still be on its way to its stream
+    await clock.advance(0.1)
+    await settle()
+    assert consumer.seeks == [(TP("delay-8s", 0), 7)] and skipped.resought == 1
+    assert list(skipped.expected) == [TP("outcomes", 2)]  # still watched for a late record
+
+
+async def test_a_partition_whose_record_arrived_or_a_newer_rebalance_is_not_checked():
+    consumer, clock = Consumer(COMMITTED), ManualClock()
+    consumer.positions = {TP("delay-8s", 0): 9, TP("outcomes", 2): 9}
+    skipped = watch(consumer, clock)
+    skipped.on_stream_event_in(TP("delay-8s", 0), 7, None, None)  # taken where it was sent
+    skipped.expect({TP("outcomes", 2): 9})  # a new rebalance: its own offsets and its own check
+    await clock.advance(5.0)
+    await settle()
+    assert consumer.seeks == [] and skipped.resought == 0

@@ -287,7 +287,7 @@ async def scheduled_requests(
     delay tier it waited in (records stay there after they fired), in the order asked."""
     wanted = list(wanted)
     found: dict[tuple[str, int], ActionRequest] = {}
-    tiers = [t for t in planned_topics(stack.settings) if t.startswith("delay-")]
+    tiers = [t for t in planned_topics(stack.settings) if t.startswith("delay")]
     consumer = AIOKafkaConsumer(
         *tiers,
         bootstrap_servers=stack.bootstrap,
@@ -313,18 +313,21 @@ async def scheduled_requests(
     return [found[key] for key in wanted]
 
 
-async def deliver(bootstrap: str, requests: Iterable[ActionRequest], copies: int = 1) -> None:
+async def deliver(stack: EmbeddedStack, requests: Iterable[ActionRequest], copies: int = 1) -> None:
     """Put ``copies`` of each request, due now, straight onto its action topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    assert stack.settings is not None
+    profile = stack.settings.topic_profile
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
     await producer.start()
     try:
         sent = []
         for request in requests:
             due = replace(request, tier="", hop_due_at=0, due_at=int(time.time() * 1000))
             value = encode("action_request", due.to_dict())
-            topic = routing.action_topic(request.action)
+            topic, headers = routing.destination(routing.action_topic(request.action), profile)
             for _ in range(copies):
-                sent.append(await producer.send(topic, value, key=request.chain_id.encode()))
+                key = request.chain_id.encode()
+                sent.append(await producer.send(topic, value, key=key, headers=headers))
         await asyncio.gather(*sent)
     finally:
         await producer.stop()

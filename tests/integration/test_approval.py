@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from pipemedic.demo import watch_until_settled
-from pipemedic.runtime import send_decision
 from pipemedic.stack import EmbeddedStack
 from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, wait_for_state, world
 
-pytestmark = pytest.mark.integration
+# runs on the default and the compact topic profile (tests/integration/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.both_profiles]
 
 
 def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
@@ -26,18 +26,8 @@ def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):
         asyncio.run(asyncio.sleep(3))  # well past the 1 s backoff: still nothing may happen
         assert stack.simulator.count("POST", "*/createRun") == 0
         chains = {row["run_id"]: row["chain_id"] for row in waiting}
-        asyncio.run(
-            send_decision(stack.bootstrap, chains[guid("approve-me")], approve=True, by="alice")
-        )
-        asyncio.run(
-            send_decision(
-                stack.bootstrap,
-                chains[guid("reject-me")],
-                approve=False,
-                by="bob",
-                reason="change freeze",
-            )
-        )
+        stack.decide(chains[guid("approve-me")], approve=True, by="alice")
+        stack.decide(chains[guid("reject-me")], approve=False, by="bob", reason="change freeze")
         watch = asyncio.run(watch_until_settled(stack, timeout_s=90))
         calls = stack.simulator.matching("POST", "*/createRun")
     assert watch.settled

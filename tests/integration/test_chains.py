@@ -23,11 +23,12 @@ from tests.integration.chain_scenarios import (
     world,
 )
 
-pytestmark = pytest.mark.integration
+# runs on the default and the compact topic profile (tests/integration/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.both_profiles]
 
 
 @pytest.fixture(scope="module")
-def burst_and_chain(tmp_path_factory):
+def burst_and_chain(tmp_path_factory, topic_profile):
     """100 copies of one alert, and one run whose reruns keep failing, in one stack."""
     folder = tmp_path_factory.mktemp("chains")
     scenario = world(
@@ -79,9 +80,11 @@ def test_a_chain_spans_three_run_ids_and_max_retries_holds(burst_and_chain):
     ]
 
 
-async def _arrivals(bootstrap: str, expected: int, timeout_s: float) -> dict[str, float]:
+async def _arrivals(
+    bootstrap: str, topic: str, expected: int, timeout_s: float
+) -> dict[str, float]:
     consumer = AIOKafkaConsumer(
-        routing.action_topic("manual"),
+        topic,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="latest",
@@ -100,8 +103,11 @@ async def _arrivals(bootstrap: str, expected: int, timeout_s: float) -> dict[str
     return arrived
 
 
-async def _hold_and_release(bootstrap: str) -> tuple[float, dict[str, float]]:
-    listening = asyncio.create_task(_arrivals(bootstrap, 3, time.monotonic() + 40))
+async def _hold_and_release(bootstrap: str, profile: str) -> tuple[float, dict[str, float]]:
+    manual, _ = routing.destination(routing.action_topic("manual"), profile)
+    listening = asyncio.create_task(_arrivals(bootstrap, manual, 3, time.monotonic() + 40))
+    long_tier, _ = routing.destination("delay-12s", profile)
+    short_tier, _ = routing.destination("delay-5s", profile)  # the same topic when compact
     await asyncio.sleep(1)  # the listener is at the end of the topic
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
@@ -109,13 +115,13 @@ async def _hold_and_release(bootstrap: str) -> tuple[float, dict[str, float]]:
         start = time.monotonic()
         # the head of partition 0 of the 12 s tier waits the full 12 s...
         key, value = manual_request("long-wait", due_in_s=12, hop_due_in_s=12, tier=12)
-        await producer.send_and_wait("delay-12s", value, key=key, partition=0)
+        await producer.send_and_wait(long_tier, value, key=key, partition=0)
         # ...while partition 1 of the same tier holds a record that is due in 2 s
         key, value = manual_request("other-partition", due_in_s=2, hop_due_in_s=2, tier=12)
-        await producer.send_and_wait("delay-12s", value, key=key, partition=1)
+        await producer.send_and_wait(long_tier, value, key=key, partition=1)
         # and the 5 s tier has its own record
         key, value = manual_request("short-tier", due_in_s=5, hop_due_in_s=5, tier=5)
-        await producer.send_and_wait("delay-5s", value, key=key, partition=0)
+        await producer.send_and_wait(short_tier, value, key=key, partition=0)
     finally:
         await producer.stop()
     return start, await listening
@@ -125,7 +131,8 @@ def test_a_long_tier_delays_neither_a_short_tier_nor_another_partition(tmp_path)
     rules = rules_file(tmp_path, {"GatewayTimeout": [5, 12]})
     with EmbeddedStack(tmp_path, world({"P": ["Succeeded"]}, {}), rules_file=rules) as stack:
         stack.worker.wait_ready()
-        start, arrived = asyncio.run(_hold_and_release(stack.bootstrap))
+        profile = stack.settings.topic_profile
+        start, arrived = asyncio.run(_hold_and_release(stack.bootstrap, profile))
     late = {name: at - start for name, at in arrived.items()}
     assert set(late) == {"long-wait", "other-partition", "short-tier"}, late
     assert 1.9 <= late["other-partition"] < 4.0, late

@@ -191,7 +191,7 @@ def estate(tmp_path_factory) -> EstateRun:
             # it, due now, go straight onto the action topic (three deliveries in all)
             wanted = [(adf_chain(RUN["Refresh_Dim_Customer"]), 1)]
             duplicated = asyncio.run(scheduled_requests(stack, wanted))
-            asyncio.run(deliver(stack.bootstrap, duplicated, copies=2))
+            asyncio.run(deliver(stack, duplicated, copies=2))
             # the upstream pipeline runs only once pipemedic has found it missing
             wait_for("an upstream check", lambda: _asked_about_upstream(stack))
             upstream_started_at = time.time()
@@ -200,7 +200,7 @@ def estate(tmp_path_factory) -> EstateRun:
             # a redelivery after the fix (a crash before the commit, say) must start nothing
             redelivered_at = time.time()
             done = asyncio.run(scheduled_requests(stack, REDELIVERED))
-            asyncio.run(deliver(stack.bootstrap, done))
+            asyncio.run(deliver(stack, done))
             settled = settle(stack, SETTLE_S)
             libraries = databricks_get(stack, WS, "2.0/libraries/cluster-status", cluster_id=ML)
             repaired = databricks_get(

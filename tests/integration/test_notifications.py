@@ -12,7 +12,6 @@ import yaml
 
 from pipemedic.demo import watch_until_settled
 from pipemedic.reporting import read_report
-from pipemedic.runtime import send_decision
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
 from tests.integration.chain_scenarios import gateway_alert, guid, wait_for_state, world
 from tests.integration.e2e_helpers import wait_for
@@ -67,7 +66,7 @@ def test_a_burst_pages_once_and_resolved_chains_resolve_the_same_incidents(tmp_p
         stack.send_raw([MART_ALERT] * 50 + [gateway_alert("Guarded", approve_me)])
         (waiting,) = asyncio.run(wait_for_state(stack.bootstrap, "awaiting_approval", 1, 60))
         wait_for("two triggers", lambda: len(receivers.pagerduty_events("trigger")) >= 2, 60)
-        asyncio.run(send_decision(stack.bootstrap, waiting["chain_id"], approve=True, by="alice"))
+        stack.decide(waiting["chain_id"], approve=True, by="alice")
         wait_for("the resolve", lambda: receivers.pagerduty_events("resolve"), 60)
         # later, people fix the never-automate failure: ADF shows their rerun succeeded
         stack.send_raw([mart_fixed_by_people(guid("notify-mart-rerun"))])

@@ -19,7 +19,8 @@ from streams.adapters.clickhouse import open_store
 from streams.codecs import decode
 from streams.policy import routing
 
-pytestmark = pytest.mark.integration
+# runs on the default and the compact topic profile (tests/integration/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.both_profiles]
 
 ALERTS = [line.encode() for line in (DEMO_DATA / "alerts.jsonl").read_text().splitlines() if line]
 
@@ -45,7 +46,7 @@ async def _dead_letters(bootstrap: str, expected: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, topic_profile):
     """The bundled sample through the whole pipeline, once for every assertion below."""
     with EmbeddedStack(tmp_path_factory.mktemp("skeleton"), DEMO_DATA / "world.yaml") as stack:
         stack.send_raw(ALERTS)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pipemedic.runtime import send_decision
 from pipemedic.stack import EmbeddedStack
 from tests.integration.chain_scenarios import rows_until
 from tests.integration.e2e_helpers import Settled, adf_activity_record, job_failed, settle
@@ -83,7 +82,7 @@ def run(tmp_path_factory) -> tuple[Settled, int]:
         asyncio.run(rows_until(stack.bootstrap, _only_the_ddl_waits, 90))
         # everything else is over, long past the DDL's 1 s backoff: nothing ran it yet
         before_approval = stack.simulator.count("POST", "*/sql/statements")
-        asyncio.run(send_decision(stack.bootstrap, chain(941004), approve=True, by="dana"))
+        stack.decide(chain(941004), approve=True, by="dana")
         return settle(stack, 90), before_approval
 
 
