@@ -1,7 +1,7 @@
 """The audit trail at scale: rows into chDB through the worker's sink, and a dashboard refresh.
 
     python bench/sink.py [--rows 500000] [--rows-per-message 50] [--dashboard-rows 10000000]
-                         [--skip-sink] [--skip-dashboard] [--rows-baseline] [--keep]
+                         [--skip-sink] [--skip-dashboard] [--rows-baseline] [--profile] [--keep]
 
 1. **sink**: ``--rows`` outcome rows, ``--rows-per-message`` to an ``outcome_batch`` message,
    are put on the ``outcomes`` topic first; then a real ``pipemedic worker`` starts (embedded
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from common import DEMO_WORLD, REPO, progress, removed_unless, run_dir, stack
+from common import DEMO_WORLD, REPO, PySpy, hot_spots, progress, removed_unless, run_dir, stack
 
 from pipemedic.tansu import true_end_offsets
 from streams.adapters.clickhouse import ChdbStore, OutcomeWriter
@@ -132,10 +132,17 @@ def sink(args: argparse.Namespace, folder: Path) -> dict[str, float]:
         progress(f"putting {len(messages)} messages ({len(rows)} rows) on {topic}")
         asyncio.run(_produce(s.bootstrap, topic, messages))
         worker = s.start_worker("sink")
+        spy = PySpy(worker.process.pid, folder / "sink-worker.pyspy.txt") if args.profile else None
         group = routing.group_id(s.settings.app_id, s.settings.topic_prefix)
-        seconds, stored = asyncio.run(
-            committed_progress(s.bootstrap, group, topic, s.settings.partitions, len(messages))
-        )
+        try:
+            seconds, stored = asyncio.run(
+                committed_progress(s.bootstrap, group, topic, s.settings.partitions, len(messages))
+            )
+        finally:
+            if spy is not None:
+                progress(
+                    f"py-spy profile of the worker (start-up included):\n{hot_spots(spy.stop())}"
+                )
         worker.stop()
         figures["worker_rows_per_s"] = stored * args.rows_per_message / seconds
         check = ChdbStore(s.settings.chdb_dir)
@@ -261,6 +268,7 @@ def main() -> None:
     parser.add_argument("--skip-sink", action="store_true")
     parser.add_argument("--skip-dashboard", action="store_true")
     parser.add_argument("--rows-baseline", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker while it sinks")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     with removed_unless(run_dir("sink"), args.keep) as folder:

@@ -447,7 +447,7 @@ class OutcomeWriter:
         self,
         store: OutcomeStore,
         *,
-        max_rows: int = 5_000,
+        max_rows: int = 50_000,
         retry_after_s: float = 5.0,
         auth_retry_after_s: float = 60.0,
     ) -> None:
