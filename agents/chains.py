@@ -1,11 +1,15 @@
 """Chains: count attempts across reruns and schedule the next action, or give up.
 
 Keyed by chain id on ``chain-events`` (a batch there holds only chain ids of its partition);
-the decision is :func:`streams.policy.chains.on_event`.
+the decision is :func:`streams.policy.chains.on_event`. The dedup stage moves the chains of
+its own partition itself (:meth:`Chains.step`, :meth:`Chains.write`), so a new failure whose
+chain shares its run's partition costs one stateful hop; the two stages take turns on a
+partition (:meth:`Chains.turn`), so a chain is never read by one while the other writes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agents import metrics
@@ -35,13 +39,30 @@ class Chains:
             lambda v: v.get("expires_at") or v.get("updated_at", 0) + policy.horizon_ms,
         )
 
+        self.turns: dict[int, asyncio.Lock] = {}
+
+    def turn(self, partition: int) -> asyncio.Lock:
+        """Held while a batch of ``partition`` reads, steps and writes its chains."""
+        return self.turns.setdefault(partition, asyncio.Lock())
+
     async def __call__(self, partition: int, events: list[ChainEvent]) -> None:
         """Move each chain by its events in order; effects are sent before the table is
         written, once per chain."""
-        now = self.topology.clock.now_ms()
+        async with self.turn(partition):
+            now = self.topology.clock.now_ms()
+            outbox = Outbox(self.topology)
+            changed = self.step(partition, events, outbox, now)
+            await outbox.flush()
+            self.write(partition, changed)
+
+    def step(
+        self, partition: int, events: list[ChainEvent], outbox: Outbox, now: int
+    ) -> dict[str, Chain]:
+        """Move the chains of ``events`` (all of ``partition``), their effects into
+        ``outbox``; returns each changed chain, for :meth:`write` once the outbox is sent.
+        Call with :meth:`turn` held."""
         table = self.expiry.table
         self.expiry.sweep(partition, now)
-        outbox = Outbox(self.topology)
         changed: dict[str, Chain] = {}
         for event in events:
             before = changed.get(event.chain_id)
@@ -57,13 +78,16 @@ class Chains:
                 outbox.add_request(notice, now=now)
             if step.chain is not None:
                 changed[event.chain_id] = step.chain
-        await outbox.flush()
+        return changed
+
+    def write(self, partition: int, changed: dict[str, Chain]) -> None:
+        table = self.expiry.table
         for chain_id, chain in changed.items():
             table[chain_id] = value = chain.to_dict()
             self.expiry.remember(partition, chain_id, value)
 
 
-def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = None) -> None:
+def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = None) -> Chains:
     """``page_hook``: a ``manual`` playbook is configured (see ``ChainPolicy.page_hook``);
     ``rollout``: the mode by scope (``settings.mode`` where no row matches)."""
     settings = topology.settings
@@ -88,3 +112,5 @@ def register(topology: Topology, *, page_hook: bool, rollout: Rollout | None = N
         await each_batch(
             topology, stream, "chain_event", ChainEvent.from_dict, stage, lane=routing.CHAIN_EVENTS
         )
+
+    return stage

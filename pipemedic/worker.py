@@ -112,13 +112,13 @@ def build_worker(settings: Settings) -> Topology:
         topology, classifier, EstateScope.of(estate.adf.factories, estate.databricks.workspaces)
     )
     enrich.register(topology, platforms, classifier)
-    dedup.register(topology)
     rollout = Rollout(
         rows=load_rollout(settings.rules_file), default_mode=settings.mode, target_tags=estate.tags
     )
-    chains.register(
+    chain_stage = chains.register(
         topology, page_hook=Action.MANUAL.value in estate.playbooks.urls, rollout=rollout
     )
+    dedup.register(topology, chain_stage)  # moves the chains of its own partitions itself
     delay.register(topology)
     spend = None
     if admits:  # caps, storms and the budget hold across workers: one partition decides

@@ -4,6 +4,8 @@ is a mapping to these stages); the topics record what would be sent."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from agents.chains import Chains
 from agents.common import each_batch
 from agents.dedup import Dedup
+from agents.outbox import partition_for
 from streams.codecs import decode, decode_items, encode_items
 from streams.policy.chains import ChainPolicy
 from streams.policy.model import (
@@ -22,7 +25,7 @@ from streams.policy.model import (
     OutcomeState,
     Signal,
 )
-from tests.agents.helpers import drive, fake_topology
+from tests.agents.helpers import drive, fake_topology, settle
 
 HOUR_MS = 3_600_000
 GATEWAY = Classification("GatewayTimeout", "low", "retry_pipeline", 3, (10, 30, 60), "adf-2108-504")
@@ -151,6 +154,76 @@ async def test_observe_mode_schedules_nothing_and_says_what_it_would_do():
     assert not any(t.sent for t in topo.delays.values())
     assert not any(t.sent for t in topo.actions.values())
     assert table.writes == 1
+
+
+# ---- one stateful hop: dedup moves the chains its partition owns -----------------------------
+
+
+def owned(partitions: int = 4) -> tuple[str, int, str]:
+    """A run whose chain (its dedup key) hashes to partition 0, and one that does not."""
+    mine = next(f"r{i}" for i in range(100) if partition_for(f"adf|f1|r{i}", partitions) == 0)
+    other = next(f"r{i}" for i in range(100) if partition_for(f"adf|f1|r{i}", partitions) != 0)
+    return mine, 0, other
+
+
+def linked(run_id: str, chain_id: str) -> ClassifiedAlert:
+    """The link an executor sends when it starts a rerun: ``run_id`` belongs to ``chain_id``."""
+    record = failure(run_id, signal=Signal.LINK.value)
+    return ClassifiedAlert(alert=replace(record.alert, chain_id=chain_id), received_at=1)
+
+
+async def test_a_first_failure_moves_its_chain_in_the_same_stage_without_a_chain_event():
+    topo = fake_topology(tiers=(10, 30))
+    dedup_table, chain_table = CountingDict(), CountingDict()
+    chains = Chains(topo, chain_table, ChainPolicy(mode="automatic"))
+    dedup = Dedup(topo, dedup_table, horizon_ms=HOUR_MS, chains=chains)
+    run, partition, _ = owned()
+    await dedup(partition, [failure(run), failure(run)])
+    assert topo.chain_events.sent == []  # no second hop
+    [(key, body, _)] = topo.delays[10].sent
+    assert key == f"adf|f1|{run}" and decode_items("action_request", body)[0]["attempt"] == 1
+    assert outcome_states(topo) == ["received", "duplicate", "scheduled"]
+    assert dedup_table.writes == 1 and chain_table.writes == 1
+    assert chain_table[f"adf|f1|{run}"]["state"] == "scheduled"
+
+
+async def test_a_fact_of_a_chain_kept_elsewhere_still_travels_to_its_partition():
+    topo = fake_topology(tiers=(10, 30))
+    chain_table = CountingDict()
+    chains = Chains(topo, chain_table, ChainPolicy(mode="automatic"))
+    dedup = Dedup(topo, CountingDict(), horizon_ms=HOUR_MS, chains=chains)
+    _, partition, origin = owned()
+    # a rerun started for the chain of ``origin`` (another partition's) fails on partition 0
+    rerun = next(f"x{i}" for i in range(100) if partition_for(f"adf|f1|x{i}", 4) == partition)
+    await dedup(partition, [linked(rerun, f"adf|f1|{origin}"), failure(rerun)])
+    [event] = sent_items(topo.chain_events, "chain_event")
+    assert event["chain_id"] == f"adf|f1|{origin}" and event["kind"] == "failure"
+    assert chain_table.writes == 0 and not any(t.sent for t in topo.delays.values())
+
+
+async def test_the_chain_and_dedup_entry_are_written_only_once_the_retry_is_acknowledged():
+    topo = fake_topology(tiers=(10, 30))
+    topo.delays[10].hold = True
+    dedup_table, chain_table = CountingDict(), CountingDict()
+    chains = Chains(topo, chain_table, ChainPolicy(mode="automatic"))
+    dedup = Dedup(topo, dedup_table, horizon_ms=HOUR_MS, chains=chains)
+    run, partition, _ = owned()
+    handling = asyncio.ensure_future(dedup(partition, [failure(run)]))
+    await settle()
+    assert len(topo.delays[10].sent) == 1 and topo.outcomes.sent == []
+    assert dedup_table.writes == chain_table.writes == 0 and not handling.done()
+    # the chains stage waits for its turn on this partition: it never reads the chain while
+    # the dedup stage is between its send and its write
+    again = asyncio.ensure_future(chains(partition, [chain_failure(run, topo.clock.now_ms())]))
+    await settle()
+    assert not again.done() and chain_table.writes == 0
+    topo.delays[10].acknowledge()
+    await handling
+    await again
+    assert dedup_table.writes == 1
+    # the chains stage saw the chain as the dedup stage left it: the repeat is absorbed
+    assert chain_table[f"adf|f1|{run}"]["attempts"] == 1
+    assert len(topo.delays[10].sent) == 1  # no second attempt scheduled
 
 
 # ---- the batch loop both stages share --------------------------------------------------------
