@@ -7,17 +7,23 @@ worker stored in chDB after a graceful stop.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from pipemedic.demo import watch_until_settled
 from pipemedic.reporting import clickhouse_config
 from pipemedic.stack import DEMO_DATA, EmbeddedStack
+from pipemedic.tansu import true_end_offsets
+from pipemedic.worker import planned_topics
 from streams.adapters.clickhouse import open_store
 from streams.codecs import decode
 from streams.policy import routing
+from streams.policy.topic_plan import tier_named
 
 # runs on the default and the compact topic profile (tests/integration/conftest.py)
 pytestmark = [pytest.mark.integration, pytest.mark.both_profiles]
@@ -45,6 +51,65 @@ async def _dead_letters(bootstrap: str, expected: int) -> list[dict]:
     return letters
 
 
+async def _read_all(bootstrap: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        pending = {tp for tp in tps if ends[tp] > 0}
+        messages = []
+        while pending:
+            for tp, batch in (await consumer.getmany(*pending, timeout_ms=500)).items():
+                messages += [m for m in batch if m.offset < ends[tp]]
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+        return messages
+    finally:
+        await consumer.stop()
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        return set(await consumer.topics())
+    finally:
+        await consumer.stop()
+
+
+def _lane(message) -> str | None:
+    for key, value in message.headers or ():
+        if key == routing.LANE_HEADER:
+            return value.decode()
+    return None
+
+
+@dataclass
+class Topics:
+    """What the scenario left on the broker: every topic, and the records of the topics the
+    compact profile shares (empty on the default profile)."""
+
+    planned: tuple[str, ...]
+    on_broker: set[str]
+    stages: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    state: list = field(default_factory=list)  # the compact profile's one changelog
+
+
+def _topics_of(stack: EmbeddedStack) -> Topics:
+    planned = planned_topics(stack.settings)
+    seen = Topics(planned, asyncio.run(_topics(stack.bootstrap)))
+    if stack.settings.topic_profile == routing.COMPACT_PROFILE:
+        seen.stages = asyncio.run(_read_all(stack.bootstrap, routing.STAGES))
+        seen.actions = asyncio.run(_read_all(stack.bootstrap, routing.ACTIONS))
+        (changelog,) = (t for t in planned if t.endswith("-changelog"))
+        seen.state = asyncio.run(_read_all(stack.bootstrap, changelog))
+    return seen
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, topic_profile):
     """The bundled sample through the whole pipeline, once for every assertion below."""
@@ -55,6 +120,7 @@ def demo_run(tmp_path_factory, topic_profile):
         worker_alive = stack.worker.alive
         metrics = stack.worker.metrics()  # GET /metrics of the worker that did it all
         create_runs = stack.simulator.count("POST", "*/createRun")
+        topics = _topics_of(stack)
         stack.stop_worker()  # graceful: the sink flushes; chDB is then ours to open
         store = open_store(clickhouse_config(stack.settings))
         try:
@@ -65,7 +131,7 @@ def demo_run(tmp_path_factory, topic_profile):
             )
         finally:
             store.close()
-    return watch, letters, worker_alive, metrics, create_runs, rows
+    return watch, letters, worker_alive, metrics, create_runs, rows, topics
 
 
 def test_every_chain_reaches_a_final_state(demo_run):
@@ -75,7 +141,7 @@ def test_every_chain_reaches_a_final_state(demo_run):
 
 
 def test_one_action_per_distinct_run_and_duplicates_counted(demo_run):
-    *_, create_runs, rows = demo_run
+    *_, create_runs, rows, _ = demo_run
     executed = Counter(
         (r["chain_id"], r["attempt"], r["action"]) for r in rows if r["state"] == "executed"
     )
@@ -94,7 +160,7 @@ def test_one_action_per_distinct_run_and_duplicates_counted(demo_run):
 
 
 def test_no_action_before_its_due_time(demo_run):
-    *_, rows = demo_run
+    *_, rows, _ = demo_run
     due = defaultdict(list)
     for r in rows:
         if r["state"] == "scheduled":
@@ -120,7 +186,7 @@ def test_malformed_input_is_dead_lettered_with_a_reason_and_the_worker_goes_on(d
 
 
 def test_the_metrics_count_what_the_scenario_did(demo_run):
-    watch, _, _, metrics, create_runs, _ = demo_run
+    watch, _, _, metrics, create_runs, _, _ = demo_run
 
     def rows_of(state: str) -> float:
         return metrics.get(f'pipemedic_outcome_rows_total{{state="{state}"}}', 0)
@@ -135,3 +201,30 @@ def test_the_metrics_count_what_the_scenario_did(demo_run):
     assert metrics["pipemedic_breakers_open"] == 0
     assert metrics["pipemedic_approvals_waiting"] == 0
     assert metrics['pipemedic_consumer_lag{topic="alerts-raw"}'] == 0  # settled: all committed
+
+
+# ---- the topic profile (both: every topic used is planned; compact: lanes, one changelog) ----
+
+
+def test_the_worker_uses_no_topic_but_the_planned_ones(demo_run, topic_profile):
+    topics = demo_run[-1]
+    # nothing was sent to (hence auto-created on) a topic the profile does not plan
+    assert topics.on_broker == set(topics.planned)
+    if topic_profile == routing.COMPACT_PROFILE:
+        assert len(topics.planned) <= tier_named("standard").max_event_hubs
+
+
+def test_on_the_compact_profile_every_shared_record_names_its_lane(demo_run, topic_profile):
+    if topic_profile != routing.COMPACT_PROFILE:
+        pytest.skip("the default profile shares no topic")
+    topics = demo_run[-1]
+    stage_lanes = Counter(_lane(m) for m in topics.stages)
+    assert set(stage_lanes) <= {routing.ENRICH, routing.CLASSIFIED, routing.CHAIN_EVENTS}
+    assert stage_lanes[routing.CLASSIFIED] and stage_lanes[routing.CHAIN_EVENTS]
+    assert stage_lanes[routing.ENRICH]  # the demo's metric alert is looked into first
+    action_lanes = Counter(_lane(m) for m in topics.actions)
+    assert routing.action_topic("retry_pipeline") in action_lanes
+    assert set(action_lanes) <= set(routing.all_action_topics())  # none without a lane
+    # the four tables share one compacted changelog, each under its prefix
+    prefixes = Counter(json.loads(m.key).split("/", 1)[0] for m in topics.state)
+    assert {"dedup", "chains", "notices"} <= set(prefixes)
