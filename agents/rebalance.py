@@ -22,9 +22,9 @@ the partition is sent back again (the few records already taken are read twice).
 dropped records were the partition's last (a single held retry, seen with the compact
 profile's one ``delays`` topic after a ``kill -9``), no later record comes to tell: so a while
 after the rebalance (``CHECK_AFTER_S``), a partition still waiting for its first record whose
-consumer position is past the offset sought was fetched and dropped, and is sent back too. Every stage
-downstream is idempotent, which a redelivery from the last commit requires anyway. Changelog
-partitions are Faust's table recovery's own business and are left alone.
+consumer position is past the offset sought was fetched and dropped, and is sent back too.
+Every stage downstream is idempotent, which a redelivery from the last commit requires anyway.
+Changelog partitions are Faust's table recovery's own business and are left alone.
 """
 
 from __future__ import annotations
@@ -106,7 +106,11 @@ class SkippedRecords(Sensor):
         if generation != self.generation:
             return  # another rebalance since: it has its own check
         for tp, start in list(self.expected.items()):
-            position = await self.app.consumer.position(tp)
+            try:
+                position = await self.app.consumer.position(tp)
+            except Exception:  # e.g. revoked meanwhile: the next rebalance looks again
+                log.debug("no position for %s", tp, exc_info=True)
+                continue
             if generation != self.generation or self.expected.get(tp) != start:
                 continue  # a record came meanwhile (or a rebalance): nothing to do here
             if position is not None and position > start:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import faust
@@ -59,16 +60,29 @@ class Topology:
 
     def carries(self, lane: str | None, event: Any) -> bool:
         """Whether ``event`` belongs to the stage reading logical topic ``lane``. On a shared
-        topic a record without a lane header goes to the topic's first lane (which
-        dead-letters what it cannot decode): no record is passed over by every stage."""
+        topic a record naming no lane, or one no stage here reads, goes to the topic's first
+        lane (which dead-letters what it cannot decode): no record is passed over by every
+        stage."""
         if lane is None or routing.lane_of(lane, self.profile) is None:
             return True
         headers = event.message.headers or ()
         pairs = headers.items() if isinstance(headers, dict) else headers
         for key, value in pairs:
             if key == routing.LANE_HEADER:
-                return bytes(value or b"").decode(errors="replace") == lane
+                named = bytes(value or b"").decode(errors="replace")
+                if named in self.lanes_read:
+                    return named == lane
+                break
         return lane == routing.first_lane(lane, self.profile)
+
+    @cached_property
+    def lanes_read(self) -> frozenset[str]:
+        """The logical topics some stage of this worker reads."""
+        lanes = {routing.ENRICH, routing.CLASSIFIED, routing.CHAIN_EVENTS}
+        if self.admission is not None:
+            lanes.add(routing.ADMISSION)
+        lanes.update(routing.action_topic(action) for action in self.actions)
+        return frozenset(lanes)
 
     def action_topic(self, action: str) -> Any:
         if action == routing.NOTIFY:

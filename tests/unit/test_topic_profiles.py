@@ -133,6 +133,10 @@ def test_a_stage_takes_its_lane_and_a_record_without_one_goes_to_the_first_lane(
     unlabelled = _event([])
     assert compact.carries(routing.ENRICH, unlabelled)  # the first lane dead-letters it
     assert not compact.carries(routing.CLASSIFIED, unlabelled)
+    stray = _event([(routing.LANE_HEADER, b"no-such-stage")])  # a lane nobody here reads
+    assert compact.carries(routing.ENRICH, stray) and not compact.carries(routing.CLASSIFIED, stray)
+    admission = _event([(routing.LANE_HEADER, routing.ADMISSION.encode())])
+    assert compact.carries(routing.ENRICH, admission)  # built without admission: nobody reads it
     manual = routing.action_topic("manual")
     assert compact.carries(manual, _event(None))
     assert not compact.carries(routing.action_topic("retry_pipeline"), _event(None))
