@@ -30,6 +30,7 @@ class Kind(enum.StrEnum):
     TASK_RUN = "task_run"
     CLUSTER = "cluster"
     LIBRARY = "library"
+    TRIGGER_RUN = "trigger_run"  # an ADF trigger that failed: it started no run to rerun
 
 
 class Signal(enum.StrEnum):

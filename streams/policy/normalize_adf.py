@@ -43,6 +43,7 @@ from streams.policy.normalize_base import (
 
 ADF = Source.ADF.value
 RUN_CATEGORIES = frozenset({"PipelineRuns", "ActivityRuns"})
+TRIGGER_RUNS = "TriggerRuns"
 IN_PROGRESS = frozenset({"InProgress", "Queued", "Canceling", "Cancelling"})
 CANCELLED = frozenset({"Cancelled", "Canceled"})
 
@@ -85,6 +86,8 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
     if not isinstance(record, Mapping):
         raise NormalizeError("wrong_type:record")
     category = record.get("category")
+    if category == TRIGGER_RUNS:
+        return _trigger_run(record, received_at_ms, skips)
     if not isinstance(category, str) or category not in RUN_CATEGORIES:
         skips.append("category_ignored")
         return None
@@ -173,6 +176,42 @@ def _record(record: Any, received_at_ms: int, skips: list[str]) -> Alert | None:
         platform_retries_left=retries_left,
         details=compact(details),
         **common,
+    )
+
+
+def _trigger_run(record: Mapping[str, Any], received_at_ms: int, skips: list[str]) -> Alert | None:
+    """A trigger run: nothing to do unless it failed. A failed one started no pipeline run, so
+    there is no run to rerun: it is an alert of its own (kind ``trigger_run``, keyed by the
+    trigger run), which the rule table hands to people."""
+    status = _status(record)
+    if status != "Failed":
+        skips.append("trigger_not_failed")
+        return None
+    trigger_run = required_ident(record.get("triggerId"), "triggerId", "missing_trigger_id")
+    _subscription, _group, factory = parse_factory(record.get("resourceId")) or ("", "", "")
+    occurred, raw_time = first_time(received_at_ms, record.get("time"), record.get("start"))
+    props = mapping(record.get("properties"), "properties")
+    error = _error(props.get("Error", props.get("error")))
+    name = text(record.get("triggerName"), "triggerName")
+    said = message(error.get("message", error.get("Message")), "Error.message")
+    return Alert(
+        alert_id=alert_id(ADF, "trigger_failed", factory, trigger_run, raw_time),
+        source=ADF,
+        kind=Kind.TRIGGER_RUN.value,
+        scope=factory,
+        signal=Signal.FAILURE.value,
+        error_code=text(error.get("errorCode", error.get("ErrorCode")), "errorCode"),
+        message=said or f"trigger {name or trigger_run} failed",
+        occurred_at=occurred,
+        details=compact(
+            {
+                "shape": "adf_diagnostic_log",
+                "category": TRIGGER_RUNS,
+                "trigger_name": name,
+                "trigger_run_id": trigger_run,
+                "trigger_type": text(record.get("triggerType"), "triggerType"),
+            }
+        ),
     )
 
 

@@ -258,6 +258,7 @@ R = Rule
 # fmt: off
 DEFAULT_RULES: tuple[Rule, ...] = (
     R("unmatched", "Unmatched", MANUAL, MEDIUM, code_source=UNMATCHED, code=UNMATCHED, note="the alert fired, but no failed run was found in its window: a person should look"),
+    R("adf-trigger-failed", "TriggerRunFailed", MANUAL, MEDIUM, source=ADF, kinds=(Kind.TRIGGER_RUN,), note="a trigger that failed started no run: there is nothing to rerun; people look at the trigger"),
     # -- never automated: credentials, permissions, configuration, schema, data integrity
     R("adf-token-expired", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="3200", note="the Databricks access token of the ADF linked service expired: rotate it there; never retried"),
     R("adf-credential-invalid", "AuthenticationError", MANUAL, MEDIUM, source=ADF, code="412[12]", note="the Azure ML linked-service credential expired or is invalid: rotate it there; never retried"),

@@ -49,10 +49,10 @@ def test_mixed_batch_explodes_records_and_keeps_only_what_matters() -> None:
     activity, pipeline = result.alerts
     assert sorted(result.skipped) == [
         "activity_succeeded",
-        "category_ignored",
         "in_progress",
         "in_progress",
         "succeeded_unchained",  # a success in no run group: no chain can wait for it
+        "trigger_not_failed",
     ]
 
     # the trap: properties.Error arrives JSON-encoded as a string

@@ -30,6 +30,14 @@ def fixture(name: str) -> bytes:
 # ---------------------------------------------------------------- real-shape builders
 
 
+def adf_trigger_failed() -> list[Alert]:
+    """The mixed batch's ScheduleTrigger run, failed (TriggerRuns records, same shape)."""
+    batch = json.loads(fixture("adf_diagnostic_mixed_batch.json"))
+    (record,) = (r for r in batch["records"] if r["category"] == "TriggerRuns")
+    record |= {"status": "Failed", "operationName": "daily - Failed"}
+    return normalize(json.dumps({"records": [record]}).encode(), received_at_ms=NOW)
+
+
 def adf_activity(code: str, message: str, failure_type: str = "UserError") -> list[Alert]:
     """A failed ActivityRuns diagnostic record, Error JSON-encoded as Event Hubs sends it."""
     error = {"errorCode": code, "message": message, "failureType": failure_type, "target": "Copy"}
@@ -286,6 +294,7 @@ CASES: list[tuple[str, Callable[[], list[Alert]], str, Action]] = [
     ("adf-transient-codes", lambda: adf_activity("2303", "Hadoop job failed with transient exit code '1'.", "SystemError"), "InternalServerError", Action.RETRY_PIPELINE),
     ("adf-databricks-job", lambda: adf_activity("3204", "Job execution failed."), "DatabricksJobExecutionError", Action.MANUAL),
     ("adf-system-error", lambda: adf_activity("2011", "The activity failed because of a system issue.", "SystemError"), "InternalServerError", Action.RETRY_PIPELINE),
+    ("adf-trigger-failed", adf_trigger_failed, "TriggerRunFailed", Action.MANUAL),
     ("unmatched", lambda: [unmatched_alert(Alert("m1", "adf", "pipeline_run", scope="f", pipeline="Nightly"), NOW - 900_000, NOW)], "Unmatched", Action.MANUAL),
     ("unknown", lambda: adf_activity("2011", "Something odd happened."), "Unknown", Action.MANUAL),
     ("unknown", lambda: cluster_terminated("DRIVER_NOT_RESPONDING", "ERROR"), "Unknown", Action.MANUAL),
