@@ -125,24 +125,14 @@ class Outbox:
         topology = self.topology
         sends: list[tuple[Awaitable[Any], Callable[[], None]]] = []
         try:
-            for partition, items in self.classified.items():
-                sent = await _send_batch(
-                    topology.classified,
-                    "classified_alert",
-                    items,
-                    partition,
-                    topology.headers_for(routing.CLASSIFIED),
-                )
-                sends.append((sent, partial(self.classified.pop, partition)))
-            for partition, items in self.chain_events.items():
-                sent = await _send_batch(
-                    topology.chain_events,
-                    "chain_event",
-                    items,
-                    partition,
-                    topology.headers_for(routing.CHAIN_EVENTS),
-                )
-                sends.append((sent, partial(self.chain_events.pop, partition)))
+            for batches, topic, record, lane in (
+                (self.classified, topology.classified, "classified_alert", routing.CLASSIFIED),
+                (self.chain_events, topology.chain_events, "chain_event", routing.CHAIN_EVENTS),
+            ):
+                headers = topology.headers_for(lane)
+                for partition, items in batches.items():
+                    sent = await _send_batch(topic, record, items, partition, headers)
+                    sends.append((sent, partial(batches.pop, partition)))
             for place, items in self.waiting.items():
                 tier_s, partition = place
                 topic = topology.delays[tier_s]
