@@ -9,9 +9,11 @@ hubs, changelogs included): the internal stages (enrich, classified alerts, chai
 admission) share one topic, every action shares another, every delay tier a third, and all
 tables share one changelog. On a shared topic each record carries its logical topic in the
 ``pipemedic-lane`` header, and each stage passes over the records of other lanes
-(:func:`physical_topic`, :func:`lane_of`). A topic prefix (``PIPEMEDIC_TOPIC_PREFIX``) names a second pipeline on the
-same cluster: every topic and the consumer group (the Faust app id, hence its changelogs) carry
-it, so a shadow pipeline in observe mode reads and writes nothing of production's.
+(:func:`physical_topic`, :func:`lane_of`).
+
+A topic prefix (``PIPEMEDIC_TOPIC_PREFIX``) names a second pipeline on the same cluster: every
+topic and the consumer group (the Faust app id, hence its changelogs) carry it, so a shadow
+pipeline in observe mode reads and writes nothing of production's.
 """
 
 from __future__ import annotations
