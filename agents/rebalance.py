@@ -6,7 +6,7 @@ counting on that to redeliver whatever it fetched and then dropped while partiti
 paused or flow was suspended for table recovery. aiokafka's ``seek_to_committed`` seeks only
 partitions with a committed offset, so a partition the group never committed kept the
 position it had reached: records fetched and dropped during recovery were skipped for good.
-Seen after a ``kill -9`` (``tests/integration/test_chains.py``): the new worker never fired the
+Seen after a ``kill -9`` (``tests/integration/test_chain_waits.py``): the new worker never fired the
 retries held in ``delay-8s`` nor recorded the outcome rows before it, all on partitions with no
 commit, while every committed partition was re-read as it should be.
 
