@@ -10,8 +10,7 @@ from pipemedic.demo import watch_until_settled
 from pipemedic.stack import EmbeddedStack
 from tests.integration.chain_scenarios import gateway_alert, guid, rules_file, wait_for_state, world
 
-# runs on the default and the compact topic profile (tests/integration/conftest.py)
-pytestmark = [pytest.mark.integration, pytest.mark.both_profiles]
+pytestmark = pytest.mark.integration
 
 
 def test_actions_wait_for_approval_and_a_rejection_goes_to_people(tmp_path):

@@ -67,7 +67,7 @@ def _failed(record: dict) -> bool:
     return record.get("status", record["operationName"].rsplit(" - ", 1)[1]) == "Failed"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(records(), min_size=1, max_size=20))
 def test_every_failed_run_yields_one_alert_and_nothing_else_does(batch: list[dict]) -> None:
     result = normalize_detailed(json.dumps({"records": batch}).encode(), received_at_ms=1)
