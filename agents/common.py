@@ -7,9 +7,9 @@ Sending (batched effects, routed requests) lives in :mod:`agents.outbox`. The ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from mode import CrashingSupervisor
@@ -176,29 +176,50 @@ class InOrderAcks:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream  # a ``noack()`` stream
-        self.taken: dict[Any, deque[Any]] = {}  # partition -> its events in offset order
-        self.finished: set[int] = set()  # ids of taken events whose handling ended
+        # partition -> offset -> event, in offset order: the events taken and not acknowledged
+        self.taken: dict[Any, dict[int, Any]] = {}
+        self.finished: dict[Any, set[int]] = {}  # partition -> offsets whose handling ended
 
     def take(self, event: Any) -> None:
-        """``event`` was taken from the stream (call in the order the stream gives them)."""
+        """``event`` was taken from the stream (call in the order the stream gives them).
+
+        An offset at or before one already taken means the partition was sent back (after a
+        rebalance, :mod:`agents.rebalance`): the events taken from there on come again, and
+        the copies in hand are dropped, never to be acknowledged: acknowledging one of them
+        would let Faust commit past the earlier records now being read again."""
         message = event.message
-        self.taken.setdefault((message.topic, message.partition), deque()).append(event)
+        tp = (message.topic, message.partition)
+        taken = self.taken.setdefault(tp, {})
+        if taken and next(reversed(taken)) >= message.offset:
+            finished = self.finished.get(tp, set())
+            for offset in [o for o in taken if o >= message.offset]:
+                del taken[offset]
+                finished.discard(offset)
+        taken[message.offset] = event
 
     async def done(self, event: Any) -> None:
         """``event``'s handling ended: acknowledge it once every earlier one of its partition
-        is acknowledged (with those of them that ended already)."""
-        tp = (event.message.topic, event.message.partition)
-        queue = self.taken.get(tp)
-        if queue is None:  # forgotten (rebalance): its partition is read again from its commit
+        is acknowledged (with those of them that ended already). An event forgotten
+        (rebalance) or superseded (its partition sent back) is not acknowledged: its partition
+        is read again from before it."""
+        message = event.message
+        tp = (message.topic, message.partition)
+        taken = self.taken.get(tp)
+        if taken is None or taken.get(message.offset) is not event:
             return
-        self.finished.add(id(event))
+        finished = self.finished.setdefault(tp, set())
+        finished.add(message.offset)
         ready = []
-        while queue and id(queue[0]) in self.finished:
-            head = queue.popleft()
-            self.finished.discard(id(head))
+        for offset, head in taken.items():
+            if offset not in finished:
+                break
             ready.append(head)
-        if not queue:
+        for head in ready:
+            del taken[head.message.offset]
+            finished.discard(head.message.offset)
+        if not taken:
             del self.taken[tp]
+            self.finished.pop(tp, None)
         for head in ready:  # Stream.ack records the ack before it yields: order is kept
             await self.stream.ack(head)
 
@@ -209,7 +230,29 @@ class InOrderAcks:
         self.finished.clear()
 
     def waiting(self) -> int:
-        return sum(len(queue) for queue in self.taken.values())
+        return sum(len(taken) for taken in self.taken.values())
+
+
+class KeyTurns:
+    """One holder at a time per key, the others waiting in arrival order; a key's lock lives
+    only while someone holds it or waits for it."""
+
+    def __init__(self) -> None:
+        self.turns: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        lock, waiting = self.turns.get(key) or (asyncio.Lock(), 0)
+        self.turns[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self.turns[key]
+            if waiting > 1:
+                self.turns[key] = (lock, waiting - 1)
+            else:
+                del self.turns[key]
 
 
 async def run_concurrently(
@@ -234,23 +277,15 @@ async def run_concurrently(
     in_flight: set[asyncio.Task[None]] = set()
     # records of one key (one chain) run one after another, in offset order: two copies of a
     # request arriving together must not both look, find nothing begun, and both act
-    turns: dict[Any, tuple[asyncio.Lock, int]] = {}
+    turns = KeyTurns()
 
     async def one(event: Any) -> None:
-        key = event.message.key
-        lock, waiting = turns.get(key) or (asyncio.Lock(), 0)
-        turns[key] = (lock, waiting + 1)
         try:
-            async with lock:
+            async with turns.hold(event.message.key):
                 await handle(event)
         except Exception as exc:
             await dead_letter_safely(event.message, exc)
         finally:
-            lock, waiting = turns[key]
-            if waiting > 1:
-                turns[key] = (lock, waiting - 1)
-            else:
-                del turns[key]
             slots.release()
             await acks.done(event)
 

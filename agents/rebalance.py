@@ -14,11 +14,14 @@ So, when Faust signals the rebalance complete (partitions still paused, before i
 seek), the never-committed stream partitions are sent back to their beginning, the same
 place ``auto_offset_reset=earliest`` would start a new group. Not later: once flow resumes the
 worker processes those partitions, and sending them back then would redeliver all of it (tried:
-duplicate rows and dead letters in every scenario). A record that reaches such a partition
-between this signal and the end of the rebalance could still be fetched and dropped (seen
-once in a stress run), so :class:`SkippedRecords` watches the first record a stream takes from
-each partition sent back: if it is past the offset sought, what lies between was dropped, and
-the partition is sent back again (the few records already taken are read twice). When the
+duplicate rows and dead letters in every scenario). A record that reaches a partition
+between this signal and the end of the rebalance can still be fetched and dropped, whether
+the partition was committed or not (seen: a ``kill -9`` of one of two workers, where the
+verification results the survivor sent itself during its own rebalance never reached its
+chains stage, a committed partition). So :class:`SkippedRecords` watches the first record a
+stream takes from every stream partition, from the offset it resumes at (its commit, or its
+beginning): if it is past that offset, what lies between was dropped, and the partition is
+sent back again (the few records already taken are read twice). When the
 dropped records were the partition's last (a single held retry, seen with the compact
 profile's one ``delays`` topic after a ``kill -9``), no later record comes to tell: so a while
 after the rebalance (``CHECK_AFTER_S``), a partition still waiting for its first record whose
@@ -56,15 +59,30 @@ def never_committed(committed: Mapping[Any, int | None]) -> list[Any]:
 
 async def reread_never_committed(consumer: Any) -> dict[Any, int]:
     """Seek the never-committed stream partitions to their beginning; returns where each went."""
+    _, sought = await resume_points(consumer)
+    return sought
+
+
+async def resume_points(consumer: Any) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Where each assigned stream partition resumes, and those of them sent back to their
+    beginning here (never committed). A committed partition resumes at its commit (Faust's
+    own seek puts it there)."""
     if not consumer.assignment():
-        return {}
-    fresh = never_committed(await consumer.seek_to_committed())
+        return {}, {}
+    committed = await consumer.seek_to_committed()
+    points = {
+        tp: offset
+        for tp, offset in committed.items()
+        if offset is not None and not tp.topic.endswith(CHANGELOG_SUFFIX)
+    }
+    fresh = never_committed(committed)
     if not fresh:
-        return {}
+        return points, {}
     earliest = await consumer.earliest_offsets(*fresh)
     for tp in fresh:
         await consumer.seek(tp, earliest[tp])
-    return {tp: earliest[tp] for tp in fresh}
+    sought = {tp: earliest[tp] for tp in fresh}
+    return {**points, **sought}, sought
 
 
 class SkippedRecords(Sensor):
@@ -132,8 +150,8 @@ def register(topology: Topology) -> SkippedRecords:
 
     @app.on_rebalance_complete.connect
     async def from_last_commit(app: Any, **kwargs: Any) -> None:
-        sought = await reread_never_committed(app.consumer)
-        skipped.expect(sought)
+        points, sought = await resume_points(app.consumer)
+        skipped.expect(points)
         if sought:
             log.info("%d never-committed partitions read from their beginning", len(sought))
 

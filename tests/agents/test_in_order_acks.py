@@ -97,3 +97,36 @@ async def test_events_of_another_lane_are_passed_over_in_their_turn():
     await run_concurrently(topology, stream, 8, handle, lane="action-retry-pipeline")
     assert handled == [0, 2]
     assert stream.acked == [(0, 0), (0, 1), (0, 2)]
+
+
+async def test_a_partition_sent_back_drops_the_copies_in_hand_from_there_on():
+    """After a rebalance a partition may be sent back (records were skipped): an event taken
+    before, at or past the offset it goes back to, comes again and must never be
+    acknowledged, or Faust would commit past the records now read again."""
+    log = AckLog()
+    acks = InOrderAcks(log)
+    early = event(3)  # 0-2 were dropped: the first record taken is 3
+    acks.take(early)
+    again = [event(offset) for offset in range(4)]  # sent back to 0
+    for each in again:
+        acks.take(each)
+    await acks.done(early)
+    assert log.acked == []  # a superseded copy: acknowledging it would commit over 0-2
+    for each in reversed(again):
+        await acks.done(each)
+    assert log.acked == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert acks.waiting() == 0
+
+
+async def test_an_event_forgotten_then_done_after_its_partition_is_taken_again_is_ignored():
+    log = AckLog()
+    acks = InOrderAcks(log)
+    stale = event(5)
+    acks.take(stale)
+    acks.forget()  # a rebalance; the partition comes back to this worker
+    fresh = event(5)
+    acks.take(fresh)
+    await acks.done(stale)  # the old copy's handling ends late
+    assert log.acked == [] and acks.waiting() == 1
+    await acks.done(fresh)
+    assert log.acked == [(0, 5)]

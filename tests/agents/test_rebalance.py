@@ -1,5 +1,5 @@
 """After a rebalance, never-committed stream partitions are read from their beginning, and
-read again if a stream then skips records."""
+any stream partition is read again if a stream then skips records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition as TP
 
-from agents.rebalance import SkippedRecords, never_committed, reread_never_committed
+from agents.rebalance import (
+    SkippedRecords,
+    never_committed,
+    reread_never_committed,
+    resume_points,
+)
 from tests.agents.helpers import ManualClock, settle
 
 
@@ -64,6 +69,13 @@ async def test_they_are_returned_with_the_offset_each_went_to():
     assert await reread_never_committed(consumer) == {TP("delay-8s", 0): 7, TP("outcomes", 2): 7}
 
 
+async def test_every_stream_partition_resumes_at_its_commit_or_where_it_was_sent():
+    consumer = Consumer(COMMITTED)
+    points, sought = await resume_points(consumer)
+    assert sought == {TP("delay-8s", 0): 7, TP("outcomes", 2): 7}
+    assert points == {**sought, TP("delay-8s", 1): 12}  # changelogs are recovery's own
+
+
 # ---- records dropped after the seek are noticed and read again ------------------------------
 
 
@@ -87,9 +99,22 @@ async def test_a_partition_read_from_where_it_was_sent_is_left_alone():
     skipped = watch(consumer)
     skipped.on_stream_event_in(TP("outcomes", 2), 7, None, None)
     skipped.on_stream_event_in(TP("outcomes", 2), 9, None, None)  # after 7: no longer watched
-    skipped.on_stream_event_in(TP("delay-8s", 1), 40, None, None)  # committed: never watched
+    skipped.on_stream_event_in(TP("delay-8s", 1), 40, None, None)  # not expected: not watched
     await asyncio.sleep(0)
     assert consumer.seeks == [] and skipped.resought == 0
+
+
+async def test_a_committed_partition_whose_first_record_is_past_its_commit_goes_back():
+    """Seen: a verification result the survivor of a kill sent itself during its rebalance
+    was fetched and dropped on a committed partition; the next record came at its offset+1."""
+    consumer = Consumer(COMMITTED)
+    skipped = SkippedRecords(SimpleNamespace(consumer=consumer), ManualClock())
+    points, _ = await resume_points(consumer)
+    consumer.seeks.clear()
+    skipped.expect(points)
+    skipped.on_stream_event_in(TP("delay-8s", 1), 13, None, None)  # 12 was dropped
+    await asyncio.sleep(0)
+    assert consumer.seeks == [(TP("delay-8s", 1), 12)] and skipped.resought == 1
 
 
 async def test_a_new_rebalance_replaces_what_the_last_one_expected():
