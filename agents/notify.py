@@ -1,7 +1,8 @@
 """The notifier: tells people about a chain once, then updates that same message.
 
 Keyed by chain id on ``notifications`` (notices from the chains stage, and retries coming
-back from the delay tiers). For each notice the pure policy (:mod:`streams.policy.notices`)
+back from the delay tiers), in batches: one message per partition per step that sends notices
+(in observe mode every failure sends one). For each notice the pure policy (:mod:`streams.policy.notices`)
 says which targets are due; each is told through its channel adapter, and the message ids
 (Slack ``channel``/``ts``; PagerDuty's dedup key is the chain id) are kept in the
 ``notices`` table so later transitions update the same thread or incident. A delivery that
@@ -13,12 +14,13 @@ chain.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
 
-from agents.common import CRASH_WORKER, TableExpiry, log, run_concurrently
+from agents.common import CRASH_WORKER, KeyTurns, TableExpiry, log, run_concurrently
 from agents.outbox import Outbox
 from streams.adapters.errors import PlatformError
 from streams.adapters.pagerduty import PagerDutyClient, PagerDutyConfig
@@ -26,7 +28,7 @@ from streams.adapters.signed_webhook import SignedWebhookClient, WebhookConfig
 from streams.adapters.slack import SlackClient, SlackConfig
 from streams.adapters.teams import TeamsClient, TeamsConfig
 from streams.app import Topology
-from streams.codecs import decode
+from streams.codecs import Undecodable, decode, decode_items
 from streams.estate import Estate
 from streams.estate_notifications import NotificationsSection
 from streams.policy.model import ActionRequest, ChainEvent, ChainEventKind
@@ -49,6 +51,18 @@ from streams.policy.signing import approval_links
 
 NOTIFY_CONCURRENCY = 32  # notices in flight per worker (one at a time per chain)
 APPROVAL_SWEEP_S = 1.0  # how often undecided approvals are checked for expiry
+
+
+def notice_items(data: bytes) -> list[dict[str, Any]]:
+    """The notices in one message of the notifier's topic: a batch, or a single notice as
+    versions before the batches sent them (so a topic written by one still drains)."""
+    try:
+        return decode_items("action_request", data)
+    except Undecodable as batch_error:
+        try:
+            return [decode("action_request", data)]
+        except Undecodable:
+            raise batch_error from None
 
 
 class Channel(Protocol):
@@ -105,10 +119,32 @@ class Notifier:
         self.expiry = TableExpiry(
             table, topology.settings.partitions, lambda v: v.get("updated_at", 0) + horizon_ms
         )
+        self.turns = KeyTurns()  # a chain's notices one at a time
+        self.slots = asyncio.Semaphore(NOTIFY_CONCURRENCY)
 
     async def __call__(self, event: Any) -> None:
-        request = ActionRequest.from_dict(decode("action_request", event.value))
-        await self.notify(request, event.message.partition)
+        """One message of the notifier's topic: a batch of notices of its partition. Each
+        chain's notices are delivered in order, one at a time (also across messages in flight
+        together); different chains side by side, at most ``NOTIFY_CONCURRENCY`` at once.
+        A notice that raised is raised once the others have ended (the message is then
+        dead-lettered; notices already delivered are in the table and not sent again)."""
+        partition = event.message.partition
+        by_chain: dict[str, list[ActionRequest]] = {}
+        for item in notice_items(event.value):
+            request = ActionRequest.from_dict(item)
+            by_chain.setdefault(request.chain_id, []).append(request)
+        ended = await asyncio.gather(
+            *(self._chain(partition, requests) for requests in by_chain.values()),
+            return_exceptions=True,
+        )
+        failure = next((e for e in ended if isinstance(e, BaseException)), None)
+        if failure is not None:
+            raise failure
+
+    async def _chain(self, partition: int, requests: list[ActionRequest]) -> None:
+        async with self.slots, self.turns.hold(requests[0].chain_id):
+            for request in requests:
+                await self.notify(request, partition)
 
     async def notify(self, request: ActionRequest, partition: int) -> None:
         clock = self.topology.clock

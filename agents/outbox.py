@@ -45,8 +45,9 @@ class Outbox:
 
     Items keep their order within a partition, which is all Kafka promised for single
     messages too. Requests are routed when added: those due go to their action topic one
-    message each (executors act on them one by one), those that must wait go to their delay
-    tier in one batch per tier partition. ``flush`` returns once the broker has acknowledged
+    message each (executors act on them one by one), notices due go to the notifier's topic
+    in one batch per partition, those that must wait go to their delay tier in one batch per
+    tier partition. ``flush`` returns once the broker has acknowledged
     everything, the next steps before the outcome rows; callers write their tables only after
     it. A send the producer gives up on (broker unreachable past its own retries) is tried
     again after ``retry_delays_s``; what the broker acknowledged is not sent again.
@@ -62,6 +63,9 @@ class Outbox:
         self.chain_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self.outcomes: list[tuple[str, dict[str, Any]]] = []
         self.due: list[ActionRequest] = []  # routed to their action topics
+        # notices due now: one batch per partition of the notifier's topic (in observe mode
+        # every failure is one; the notifier handles a batch's chains side by side)
+        self.notices: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         # new actions pass admission first (caps, budget, storms), when the worker has it
         self.admits = getattr(topology, "admission", None) is not None
         self.admission: list[tuple[str, dict[str, Any]]] = []
@@ -91,6 +95,11 @@ class Outbox:
             self.admission.append((ADMISSION_KEY, request.to_dict()))
             return
         _, routed = routing.route(request, now_ms=now, tiers=self.topology.tiers)
+        if not routed.tier and routed.action == routing.NOTIFY:
+            key = routed.chain_id
+            partition = partition_for(key, self.partitions)
+            self.notices.setdefault(partition, []).append((key, routed.to_dict()))
+            return
         if not routed.tier:
             self.due.append(routed)
             return
@@ -128,6 +137,7 @@ class Outbox:
             for batches, topic, record, lane in (
                 (self.classified, topology.classified, "classified_alert", routing.CLASSIFIED),
                 (self.chain_events, topology.chain_events, "chain_event", routing.CHAIN_EVENTS),
+                (self.notices, topology.notify, "action_request", routing.NOTIFICATIONS),
             ):
                 headers = topology.headers_for(lane)
                 for partition, items in batches.items():
@@ -150,9 +160,7 @@ class Outbox:
                 )
                 sends.append((sent, items.clear))
             for request in self.due:
-                notice = request.action == routing.NOTIFY  # people are told on their own topic
-                topic = topology.notify if notice else topology.actions[request.action]
-                sent = await topic.send(
+                sent = await topology.actions[request.action].send(
                     key=request.chain_id,
                     value=encode("action_request", request.to_dict()),
                     headers=topology.headers_for(routing.action_topic(request.action)),

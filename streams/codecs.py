@@ -6,9 +6,10 @@ shared set of named types. Messages are schemaless Avro bodies: every topic carr
 one record type. Faust hands agents the raw bytes and the agents decode them here, inside
 their own error handling: a body that does not decode is :class:`Undecodable` and goes to the
 dead-letter topic with the reason, instead of crashing the agent in Faust's codec layer. The busy internal topics
-(classified alerts, chain events, outcomes, and the delay tiers' action requests) carry
-*batches* (``<record>_batch``: a record with one ``items`` array), so a consumer pays the
-framework's per-message cost once per batch. Action topics carry single requests.
+(classified alerts, chain events, outcomes, the delay tiers' action requests and the
+notifier's notices) carry *batches* (``<record>_batch``: a record with one ``items`` array),
+so a consumer pays the framework's per-message cost once per batch. Action topics carry
+single requests.
 """
 
 from __future__ import annotations

@@ -3,10 +3,15 @@ delay tiers, failures recorded; nothing sleeps."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
 from agents.notify import Notifier
-from agents.outbox import Outbox
+from agents.outbox import Outbox, partition_for
 from streams.adapters.errors import ErrorKind, PlatformError
-from streams.codecs import decode, decode_items
+from streams.codecs import Undecodable, decode_items, encode, encode_items
 from streams.policy.chains import Chain
 from streams.policy.model import ActionRequest, Alert, Classification, Outcome
 from streams.policy.notices import NotifyConfig, Route, notices_for
@@ -111,13 +116,88 @@ async def test_retries_stop_at_the_limit():
     assert [r["state"] for r in rows(topology)] == ["notify_retrying", "notify_failed"]
 
 
-async def test_a_notice_due_now_goes_to_the_notifications_topic():
+async def test_notices_due_now_go_to_the_notifications_topic_one_batch_per_partition():
     topology = fake_topology()
     outbox = Outbox(topology)
-    outbox.add_request(notice("manual"), now=0)
+    chains = [f"c{n}" for n in range(40)]
+    for chain_id in chains:
+        outbox.add_request(notice("manual", chain_id), now=0)
     await outbox.flush()
-    ((key, value, _),) = topology.notify.sent
-    assert key == "c1" and decode("action_request", value)["step"] == "handed_to_people"
+    sent = topology.notify.sent
+    assert len(sent) == len({partition_for(c, topology.settings.partitions) for c in chains})
+    told = []
+    for key, value, partition in sent:
+        items = decode_items("action_request", value)
+        assert {partition_for(i["chain_id"], topology.settings.partitions) for i in items} == {
+            partition
+        }
+        assert key == items[0]["chain_id"]
+        told += [i["chain_id"] for i in items if i["step"] == "handed_to_people"]
+    assert sorted(told) == sorted(chains)
+
+
+class SlowChannel(FakeChannel):
+    """Delivers when released; records how many deliveries were in flight at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = asyncio.Event()
+        self.in_flight = self.most = 0
+
+    async def deliver(self, message, ref):
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await self.release.wait()
+        self.in_flight -= 1
+        return await super().deliver(message, ref)
+
+
+def batch_event(requests, partition=0):
+    body = encode_items("action_request", [r.to_dict() for r in requests])
+    message = SimpleNamespace(partition=partition, key=requests[0].chain_id.encode())
+    return SimpleNamespace(value=body, message=message)
+
+
+async def test_a_batch_tells_different_chains_side_by_side_and_one_chain_in_order():
+    slow = SlowChannel()
+    stage, _, table = notifier({"pd": slow}, routes=(Route(targets=("pd",)),))
+    batch = [notice("manual", "c1"), notice("manual", "c2"), notice("resolved", "c1")]
+    handling = asyncio.create_task(stage(batch_event(batch)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert slow.in_flight == 2  # c1 and c2 at once; c1's update waits for its first notice
+    slow.release.set()
+    await handling
+    assert slow.told == [
+        ("c1", "handed_to_people", {}),
+        ("c2", "handed_to_people", {}),
+        ("c1", "resolved", {"ts": "1.0", "channel": "C1"}),  # the same message, updated
+    ]
+    assert set(table) == {"c1", "c2"}
+
+
+async def test_one_chain_in_two_batches_in_flight_together_is_told_once():
+    slow = SlowChannel()
+    stage, _, _ = notifier({"pd": slow}, routes=(Route(targets=("pd",)),))
+    first = asyncio.create_task(stage(batch_event([notice("manual", "c1")])))
+    again = asyncio.create_task(stage(batch_event([notice("manual", "c2"), notice("manual")])))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert slow.most == 2  # c1 once, c2 beside it; the copy of c1 waits its turn
+    slow.release.set()
+    await asyncio.gather(first, again)
+    assert sorted(c for c, _, _ in slow.told) == ["c1", "c2"]
+
+
+async def test_a_single_notice_as_older_versions_sent_it_is_still_told():
+    pd = FakeChannel()
+    stage, _, _ = notifier({"pd": pd}, routes=(Route(targets=("pd",)),))
+    message = SimpleNamespace(partition=0, key=b"c1")
+    lone = encode("action_request", notice("manual").to_dict())
+    await stage(SimpleNamespace(value=lone, message=message))
+    assert pd.told == [("c1", "handed_to_people", {})]
+    with pytest.raises(Undecodable):
+        await stage(SimpleNamespace(value=b"\x02garbage", message=message))
 
 
 async def test_an_undecided_approval_expires_once_and_a_decided_one_never():
