@@ -23,9 +23,11 @@ stream takes from every stream partition, from the offset it resumes at (its com
 beginning): if it is past that offset, what lies between was dropped, and the partition is
 sent back again (the few records already taken are read twice). When the
 dropped records were the partition's last (a single held retry, seen with the compact
-profile's one ``delays`` topic after a ``kill -9``), no later record comes to tell: so a while
-after the rebalance (``CHECK_AFTER_S``), a partition still waiting for its first record whose
-consumer position is past the offset sought was fetched and dropped, and is sent back too.
+profile's one ``delays`` topic after a ``kill -9``; or the last raw message of a partition the
+survivor read from its beginning, after records 0-6 reached the stream and 7 never did), no
+later record comes to tell: so for a while after the rebalance (``CHECK_AFTER_S``, then at
+doubling intervals) a partition whose consumer position is past the next offset a stream
+should take was fetched and dropped, and is sent back too.
 Every stage downstream is idempotent, which a redelivery from the last commit requires anyway.
 Changelog partitions are Faust's table recovery's own business and are left alone.
 """
@@ -46,6 +48,7 @@ CHANGELOG_SUFFIX = "-changelog"
 # after a rebalance: how long a fetched record may take to reach its stream before a
 # partition whose position moved past the offset sought, with nothing taken, is sent back
 CHECK_AFTER_S = 5.0
+CHECKS = 4  # at 5, 10, 20 and 40 s after the rebalance
 
 
 def never_committed(committed: Mapping[Any, int | None]) -> list[Any]:
@@ -86,32 +89,65 @@ async def resume_points(consumer: Any) -> tuple[dict[Any, int], dict[Any, int]]:
 
 
 class SkippedRecords(Sensor):
-    """After a partition was sent back to ``offset``, the first record a stream takes from it
-    must be that one (offsets of a stream topic are contiguous: only changelogs, left alone
-    here, are compacted). A later one means the records in between were fetched and dropped
-    before flow resumed: the partition is sent back to ``offset`` once more."""
+    """Records a stream never got, after a rebalance, are read again.
+
+    After a partition resumed at ``offset`` (its commit, or its beginning), the first record a
+    stream takes from it must be that one (offsets of a stream topic are contiguous: only
+    changelogs, left alone here, are compacted). A later one means the records in between
+    were fetched and dropped before flow resumed: the partition is sent back to ``offset``
+    once more.
+
+    Records can also be dropped after the first one, or be a partition's last: then no later
+    record tells. So for a while after the rebalance (``check_after_s`` and then at doubling
+    intervals, ``checks`` times) the consumer's position in each partition is compared with
+    the next offset a stream should take (where it resumed, or one past the last record
+    taken). A position past it means records were fetched that no stream took: with nothing
+    taken at all, the partition goes back at once; otherwise only when a later check finds
+    that no stream made progress meanwhile (a busy stage may still have fetched records
+    waiting for it).
+    """
 
     def __init__(
-        self, app: Any, clock: Clock | None = None, check_after_s: float = CHECK_AFTER_S
+        self,
+        app: Any,
+        clock: Clock | None = None,
+        check_after_s: float = CHECK_AFTER_S,
+        checks: int = CHECKS,
     ) -> None:
         super().__init__()
         self.app = app  # its consumer is made when the worker starts
         self.clock = clock or SystemClock()
         self.check_after_s = check_after_s
-        self.expected: dict[Any, int] = {}
+        self.checks = checks
+        self.expected: dict[Any, int] = {}  # partitions no stream took a record of yet
+        self.next: dict[Any, int] = {}  # the offset a stream should take next, per partition
+        self.suspect: dict[Any, int] = {}  # fetched past ``next`` at the last check
         self.resought = 0
         self.generation = 0
 
     def expect(self, positions: Mapping[Any, int]) -> None:
         self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
+        self.next = dict(positions)
+        self.suspect = {}
         self.generation += 1
         if self.expected:
-            generation = self.generation
-            self.clock.call_later(
-                self.check_after_s, lambda: asyncio.ensure_future(self.check(generation))
-            )
+            self._schedule(self.generation, 1, self.check_after_s)
+
+    def _schedule(self, generation: int, round_: int, after_s: float) -> None:
+        self.clock.call_later(
+            after_s, lambda: asyncio.ensure_future(self._round(generation, round_, after_s))
+        )
+
+    async def _round(self, generation: int, round_: int, after_s: float) -> None:
+        await self.check(generation)
+        if generation == self.generation and round_ < self.checks and self.next:
+            self._schedule(generation, round_ + 1, after_s * 2)
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        if tp not in self.next:
+            return None
+        if offset >= self.next[tp]:
+            self.next[tp] = offset + 1
         start = self.expected.pop(tp, None)
         if start is None or offset <= start:
             return None
@@ -119,26 +155,37 @@ class SkippedRecords(Sensor):
         return None
 
     async def check(self, generation: int) -> None:
-        """Send back each watched partition whose consumer fetched past the offset sought
-        while no stream took a record of it: its last records were dropped."""
+        """Send back each watched partition whose consumer fetched past the next offset a
+        stream should take: at once when no stream took a record of it, else when no stream
+        took one since the last check either."""
         if generation != self.generation:
-            return  # another rebalance since: it has its own check
-        for tp, start in list(self.expected.items()):
+            return  # another rebalance since: it has its own checks
+        for tp, want in list(self.next.items()):
             try:
                 position = await self.app.consumer.position(tp)
             except Exception:  # e.g. revoked meanwhile: the next rebalance looks again
                 log.debug("no position for %s", tp, exc_info=True)
                 continue
-            if generation != self.generation or self.expected.get(tp) != start:
+            if generation != self.generation or self.next.get(tp) != want:
+                self.suspect.pop(tp, None)
                 continue  # a record came meanwhile (or a rebalance): nothing to do here
-            if position is not None and position > start:
+            if position is None or position <= want:
+                self.suspect.pop(tp, None)
+                continue
+            if tp in self.expected:
                 del self.expected[tp]
-                self._send_back(
-                    tp, start, f"records {start}-{position - 1} were fetched, none taken"
-                )
+                why = f"records {want}-{position - 1} were fetched, none taken"
+            elif self.suspect.get(tp) == want:
+                why = f"records {want}-{position - 1} were fetched, none taken since"
+            else:
+                self.suspect[tp] = want  # a busy stage may still take them: look again later
+                continue
+            self.suspect.pop(tp, None)
+            self._send_back(tp, want, why)
 
     def _send_back(self, tp: Any, start: int, why: str) -> None:
         self.resought += 1
+        self.next[tp] = start
         log.warning("%s: %s; reading them again", tp, why)
         asyncio.ensure_future(self.app.consumer.seek(tp, start))
 

@@ -149,3 +149,33 @@ async def test_a_partition_whose_record_arrived_or_a_newer_rebalance_is_not_chec
     await clock.advance(5.0)
     await settle()
     assert consumer.seeks == [] and skipped.resought == 0
+
+
+async def test_records_fetched_after_the_first_and_never_taken_are_read_again():
+    """Seen: a kill -9 of one of two workers; the survivor read a never-committed raw
+    partition from its beginning, took records 0-6 and never got 7, the partition's last."""
+    consumer, clock = Consumer(COMMITTED), ManualClock()
+    skipped = watch(consumer, clock)
+    for offset in range(7, 10):
+        skipped.on_stream_event_in(TP("delay-8s", 0), offset, None, None)
+    consumer.positions = {TP("delay-8s", 0): 11, TP("outcomes", 2): 7}  # 10 fetched, not taken
+    await clock.advance(5.0)
+    await settle()
+    assert consumer.seeks == []  # a busy stage may still take it
+    await clock.advance(10.0)
+    await settle()
+    assert consumer.seeks == [(TP("delay-8s", 0), 10)] and skipped.resought == 1
+
+
+async def test_a_busy_stage_that_takes_records_between_checks_is_left_alone():
+    consumer, clock = Consumer(COMMITTED), ManualClock()
+    skipped = watch(consumer, clock)
+    skipped.on_stream_event_in(TP("delay-8s", 0), 7, None, None)
+    consumer.positions = {TP("delay-8s", 0): 20, TP("outcomes", 2): 7}
+    for offset, at in ((8, 5.0), (9, 10.0), (10, 20.0), (11, 40.0)):
+        await clock.advance(at - clock.now / 1000)
+        await settle()
+        skipped.on_stream_event_in(TP("delay-8s", 0), offset, None, None)  # slow, but moving
+    await clock.advance(100.0)
+    await settle()
+    assert consumer.seeks == [] and skipped.resought == 0  # the checks are over
