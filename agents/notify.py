@@ -153,15 +153,16 @@ class Notifier:
         told = before = Told.from_dict(table.get(request.chain_id))
         outbox = Outbox(self.topology)
         asks = request.step == Transition.AWAITING_APPROVAL
-        links = self.links(request) if self.links and asks else None
         if asks and self.config.approval_ttl_s and self.awaiting is not None:
             expires_ms = approval_expires_s(request, self.config.approval_ttl_s) * 1000
             self.awaiting[request.chain_id] = (expires_ms, request)
+        targets = [t for t in due_targets(request, told, self.config.routes) if t in self.channels]
+        if not targets:
+            return  # nobody to tell (no channel routed, or told already): nothing to compose
+        links = self.links(request) if self.links and asks else None
         message = compose(request, factory_ids=self.factory_ids, approval_links=links)
-        for target in due_targets(request, told, self.config.routes):
-            channel = self.channels.get(target)
-            if channel is None:
-                continue
+        for target in targets:
+            channel = self.channels[target]
             try:
                 ref = await channel.deliver(message, told.ref(target))
             except PlatformError as error:

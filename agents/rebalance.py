@@ -122,6 +122,7 @@ class SkippedRecords(Sensor):
         self.expected: dict[Any, int] = {}  # partitions no stream took a record of yet
         self.next: dict[Any, int] = {}  # the offset a stream should take next, per partition
         self.suspect: dict[Any, int] = {}  # fetched past ``next`` at the last check
+        self.unfetched: dict[Any, int] = {}  # the broker had more, not fetched, at the last check
         self.resought = 0
         self.generation = 0
 
@@ -129,6 +130,7 @@ class SkippedRecords(Sensor):
         self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
         self.next = dict(positions)
         self.suspect = {}
+        self.unfetched = {}
         self.generation += 1
         if self.expected:
             self._schedule(self.generation, 1, self.check_after_s)
@@ -170,7 +172,7 @@ class SkippedRecords(Sensor):
                 self.suspect.pop(tp, None)
                 continue  # a record came meanwhile (or a rebalance): nothing to do here
             if position is None or position <= want:
-                self.suspect.pop(tp, None)
+                self._stalled(tp, want)
                 continue
             if tp in self.expected:
                 del self.expected[tp]
@@ -182,6 +184,21 @@ class SkippedRecords(Sensor):
                 continue
             self.suspect.pop(tp, None)
             self._send_back(tp, want, why)
+
+    def _stalled(self, tp: Any, want: int) -> None:
+        """Not fetched past what the streams took: fine, unless the broker has more and two
+        checks in a row saw no fetch (a partition left paused): said, for an operator."""
+        try:
+            end = self.app.consumer.highwater(tp)
+        except Exception:
+            end = None
+        self.suspect.pop(tp, None)
+        if end is None or end <= want:
+            self.unfetched.pop(tp, None)
+        elif self.unfetched.get(tp) == want:
+            log.warning("%s: records from %d up to %d are not being fetched", tp, want, end)
+        else:
+            self.unfetched[tp] = want  # the fetch may be on its way: look again later
 
     def _send_back(self, tp: Any, start: int, why: str) -> None:
         self.resought += 1

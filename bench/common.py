@@ -423,7 +423,7 @@ class PySpy:
         return self.out
 
 
-def hot_spots(collapsed: Path, top: int = 25) -> str:
+def hot_spots(collapsed: Path, top: int = 40) -> str:
     """Own and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()

@@ -403,7 +403,7 @@ def pipemedic_pass(
         )
         for n in range(2, workers + 1)
     ]
-    spy = PySpy(worker.process.pid, s.dir / "pipemedic-worker.pyspy.txt") if profile else None
+    spy: PySpy | None = None  # started with the first row: start-up is left out
     meter = CpuMeter(
         {
             "pipemedic worker": worker.process.pid,
@@ -424,8 +424,11 @@ def pipemedic_pass(
         return finished
 
     def see(row) -> None:
+        nonlocal spy
         if not watch.states:
             meter.start()
+            if profile:
+                spy = PySpy(worker.process.pid, s.dir / "pipemedic-worker.pyspy.txt")
         watch.see(row)
         if row["state"] in ("received", "duplicate"):
             decided.append(row["at"])
@@ -453,7 +456,7 @@ def pipemedic_pass(
         )
     finally:
         if spy is not None:
-            progress(f"py-spy profile of the worker (start-up included):\n{hot_spots(spy.stop())}")
+            progress(f"py-spy profile of the worker (from its first row on):\n{hot_spots(spy.stop())}")
         # killed, not stopped: nothing after this needs the worker's sink flushed, so a
         # graceful stop would only add time
         s.kill_children()
