@@ -456,7 +456,9 @@ def pipemedic_pass(
         )
     finally:
         if spy is not None:
-            progress(f"py-spy profile of the worker (from its first row on):\n{hot_spots(spy.stop())}")
+            progress(
+                f"py-spy profile of the worker (from its first row on):\n{hot_spots(spy.stop())}"
+            )
         # killed, not stopped: nothing after this needs the worker's sink flushed, so a
         # graceful stop would only add time
         s.kill_children()
