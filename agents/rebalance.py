@@ -60,12 +60,6 @@ def never_committed(committed: Mapping[Any, int | None]) -> list[Any]:
     ]
 
 
-async def reread_never_committed(consumer: Any) -> dict[Any, int]:
-    """Seek the never-committed stream partitions to their beginning; returns where each went."""
-    _, sought = await resume_points(consumer)
-    return sought
-
-
 async def resume_points(consumer: Any) -> tuple[dict[Any, int], dict[Any, int]]:
     """Where each assigned stream partition resumes, and those of them sent back to their
     beginning here (never committed). A committed partition resumes at its commit (Faust's

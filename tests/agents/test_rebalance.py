@@ -8,12 +8,7 @@ from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition as TP
 
-from agents.rebalance import (
-    SkippedRecords,
-    never_committed,
-    reread_never_committed,
-    resume_points,
-)
+from agents.rebalance import SkippedRecords, never_committed, resume_points
 from tests.agents.helpers import ManualClock, settle
 
 
@@ -55,18 +50,14 @@ def test_only_stream_partitions_without_a_commit_are_picked():
 
 async def test_they_go_back_to_their_earliest_offset():
     consumer = Consumer(COMMITTED)
-    assert list(await reread_never_committed(consumer)) == [TP("delay-8s", 0), TP("outcomes", 2)]
+    _, sought = await resume_points(consumer)
+    assert list(sought) == [TP("delay-8s", 0), TP("outcomes", 2)]
     assert consumer.seeks == [(TP("delay-8s", 0), 7), (TP("outcomes", 2), 7)]
 
 
 async def test_nothing_assigned_nothing_sought():
     consumer = Consumer({})
-    assert await reread_never_committed(consumer) == {} and consumer.seeks == []
-
-
-async def test_they_are_returned_with_the_offset_each_went_to():
-    consumer = Consumer(COMMITTED)
-    assert await reread_never_committed(consumer) == {TP("delay-8s", 0): 7, TP("outcomes", 2): 7}
+    assert await resume_points(consumer) == ({}, {}) and consumer.seeks == []
 
 
 async def test_every_stream_partition_resumes_at_its_commit_or_where_it_was_sent():
