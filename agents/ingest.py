@@ -7,16 +7,21 @@ the batch is sent: a crash repeats alerts (dedup absorbs them), never loses one.
 
 Bad input never stops the worker: it lands in the dead-letter topic with the reason. An alert
 about a factory or workspace outside the estate is recorded as ``ignored`` and goes no further.
+What the stage saw (records seen, alerts, dropped as needing no action, ignored, invalid) is
+counted per shape and written as ``ingested`` rows every ``ingest_tally_s``
+(:mod:`streams.policy.tally`).
 Alerts that lack run or error facts go to the enrichment stage first, one by one.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from agents import metrics
 from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, origin_of
-from agents.outbox import Outbox
+from agents.outbox import Outbox, send_outcomes
 from streams.app import Topology
 from streams.codecs import encode
 from streams.policy import routing
@@ -27,6 +32,7 @@ from streams.policy.replays import marked, replay_mark
 from streams.policy.root_cause import explained
 from streams.policy.rules import Classifier
 from streams.policy.scope import EstateScope, ignored_row
+from streams.policy.tally import IngestTally
 
 
 def classify_alert(
@@ -42,9 +48,17 @@ def classify_alert(
     )
 
 
-def register(topology: Topology, classifier: Classifier, scope: EstateScope) -> None:
+def register(topology: Topology, classifier: Classifier, scope: EstateScope) -> IngestTally:
+    """The ingest stage; returns its tally, closed into ``ingested`` rows every
+    ``ingest_tally_s``."""
     app = topology.app
     settings = topology.settings
+    tally = IngestTally(since_ms=topology.clock.now_ms())
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.timer(interval=settings.ingest_tally_s)
+    async def write_tally() -> None:
+        await send_tally(topology, tally, worker)
 
     @app.agent(topology.raw, name="ingest", **CRASH_WORKER)
     async def ingest(stream: Any) -> None:
@@ -54,16 +68,30 @@ def register(topology: Topology, classifier: Classifier, scope: EstateScope) -> 
             outbox = Outbox(topology)
             for event in events:
                 try:
-                    await _ingest_one(topology, classifier, scope, outbox, event.message)
+                    await _ingest_one(topology, classifier, scope, outbox, event.message, tally)
                 except Exception as exc:  # a bug must not stop the stream; keep the message
                     await dead_letter_failure(topology, event.message, exc)
             await outbox.flush()
             for event in events:
                 await stream.ack(event)
 
+    return tally
+
+
+async def send_tally(topology: Topology, tally: IngestTally, worker: str) -> None:
+    """Close the tally's window into its rows and send them to the audit trail."""
+    rows = tally.close(topology.clock.now_ms(), worker)
+    if rows:
+        await send_outcomes(topology, rows)
+
 
 async def _ingest_one(
-    topology: Topology, classifier: Classifier, scope: EstateScope, outbox: Outbox, message: Any
+    topology: Topology,
+    classifier: Classifier,
+    scope: EstateScope,
+    outbox: Outbox,
+    message: Any,
+    tally: IngestTally | None = None,
 ) -> None:
     received = topology.clock.now_ms()
     try:
@@ -93,3 +121,5 @@ async def _ingest_one(
         else:
             outbox.add_classified(record)
     metrics.count_ingested(found.shape, found.alerts, found.skipped, ignored)
+    if tally is not None:
+        tally.add(found.shape, alerts=len(found.alerts), skipped=found.skipped, ignored=ignored)

@@ -46,6 +46,7 @@ def fast_settings(run_dir: Path, broker_url: str, estate_file: Path, **overrides
         "upstream_recheck_s": 2.0,
         "upstream_max_checks": 15,
         "sink_flush_s": 0.5,
+        "ingest_tally_s": 2.0,  # what ingest saw is in the rows within seconds
         "web_port": free_port(),
     }
     values.update(overrides)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # once per alert; 0.1 s is nothing beside an alert's own delay (bench/README.md, ingest)
     ingest_batch_size: int = 500
     ingest_linger_s: float = 0.1
+    # how often each worker writes what its ingest stage saw (``ingested`` rows, per shape)
+    ingest_tally_s: float = Field(default=60.0, gt=0)
     # the producer waits this long to fill a batch: far fewer, fuller produce requests (and
     # socket writes) under load, for at most this much latency; Faust's default is 0
     producer_linger_s: float = 0.005

@@ -157,6 +157,7 @@ class OutcomeState(enum.StrEnum):
     MANUAL = "manual"
     DEAD_LETTER = "dead_letter"
     IGNORED = "ignored"  # about a factory or workspace outside the estate: nothing was opened
+    INGESTED = "ingested"  # what ingest saw in a window, per shape (streams.policy.tally)
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,31 @@ async def test_records_outside_the_estate_are_counted_as_ignored():
     before = counted("adf_diagnostic", "ignored")
     await ingest((FIXTURES / "adf_diagnostic_mixed_batch.json").read_bytes())  # MYFACTORYNAME
     assert counted("adf_diagnostic", "ignored") > before
+
+
+async def test_what_ingest_saw_is_written_as_one_row_per_shape():
+    from agents.ingest import send_tally
+    from streams.policy.tally import IngestTally
+
+    topo = fake_topology()
+    tally = IngestTally(since_ms=topo.clock.now_ms())
+    outbox = Outbox(topo)
+    classifier = Classifier(DEFAULT_RULES, DEFAULT_SCHEDULES)
+    mixed = (FIXTURES / "adf_diagnostic_mixed_batch.json").read_bytes()
+    message = SimpleNamespace(topic="alerts-raw", partition=0, offset=7, value=mixed)
+    ours = EstateScope.of(factories=["MyFactoryName"], workspaces=[])
+    await _ingest_one(topo, classifier, ours, outbox, message, tally)
+    await outbox.flush()
+    topo.outcomes.sent.clear()
+    await send_tally(topo, tally, "host:1")
+    [row] = [item for _, body, _ in topo.outcomes.sent for item in decode_items("outcome", body)]
+    counts = json.loads(row["detail"])
+    records = json.loads(mixed)["records"]
+    assert row["state"] == "ingested" and counts["shape"] == "adf_diagnostic"
+    assert counts["seen"] == len(records)
+    assert counts["alerts"] + counts["ignored"] + counts["dropped"] + counts["invalid"] == len(
+        records
+    )
+    assert counts["alerts"] == 2 and counts["ignored"] == 0  # the failed activity and pipeline
+    await send_tally(topo, tally, "host:1")  # nothing since: nothing written
+    assert len(topo.outcomes.sent) == 1

@@ -125,7 +125,7 @@ def demo_run(tmp_path_factory, topic_profile):
         store = open_store(clickhouse_config(stack.settings))
         try:
             rows = store.query(
-                "SELECT chain_id, state, attempt, action, error_type, pipeline,"
+                "SELECT chain_id, state, attempt, action, error_type, pipeline, detail,"
                 " toUnixTimestamp64Milli(at) AS at,"
                 " toUnixTimestamp64Milli(due_at) AS due_at FROM pipemedic.outcomes FINAL ORDER BY at"
             )
@@ -201,6 +201,28 @@ def test_the_metrics_count_what_the_scenario_did(demo_run):
     assert metrics["pipemedic_breakers_open"] == 0
     assert metrics["pipemedic_approvals_waiting"] == 0
     assert metrics['pipemedic_consumer_lag{topic="alerts-raw"}'] == 0  # settled: all committed
+
+
+def test_what_ingest_saw_is_in_the_audit_trail_as_the_metrics_counted_it(demo_run):
+    _, _, _, metrics, _, rows, _ = demo_run
+    counted: Counter[tuple[str, str]] = Counter()
+    for key, value in metrics.items():
+        if key.startswith("pipemedic_ingest_records_total{"):
+            labels = dict(part.split("=") for part in key[key.index("{") + 1 : -1].split(","))
+            counted[(labels["shape"].strip('"'), labels["outcome"].strip('"'))] += int(value)
+    tallied: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        if row["state"] == "ingested":
+            counts = json.loads(row["detail"])
+            for outcome, name in (
+                ("alert", "alerts"),
+                ("dropped", "dropped"),
+                ("ignored", "ignored"),
+                ("invalid", "invalid"),
+            ):
+                tallied[(counts["shape"], outcome)] += counts[name]
+    assert +tallied == +counted and sum(counted.values()) > 0
+    assert any(shape == "adf_diagnostic" and n for (shape, outcome), n in tallied.items())
 
 
 # ---- the topic profile (both: every topic used is planned; compact: lanes, one changelog) ----

@@ -122,6 +122,7 @@ def test_required_panels_are_there() -> None:
         "final state",
         "actions by type",
         "dead letters",
+        "records seen",
     ):
         assert needed in titles, needed
 
@@ -142,6 +143,9 @@ SAMPLE = (
             error_type="DatabricksPermissionDenied"),
     Outcome("s7", 1_700_000_000_700, "c2", "k2", "manual", error_type="DatabricksPermissionDenied"),
     Outcome("s8", 1_700_000_002_000, "", "alerts-raw/0/17", "dead_letter", detail="not_json"),
+    Outcome("s9", 1_700_000_060_000, "", "ingested/adf_diagnostic", "ingested", source="adf",
+            detail='{"alerts": 2, "dropped": 97, "ignored": 0, "invalid": 1, "seen": 100, '
+                   '"shape": "adf_diagnostic", "since": 1700000000000, "worker": "h:1"}'),
 )
 # fmt: on
 
@@ -238,3 +242,27 @@ def test_a_chosen_source_shows_only_its_chains(store: ChdbStore) -> None:
     assert store.query(expand(by_result, {"scope": ["1234567890"]})) == [
         {"result": "manual", "chains": 1}
     ]
+
+
+def test_what_ingest_saw_is_drawn_from_the_ingested_rows(store: ChdbStore) -> None:
+    [over_time, by_shape] = [
+        target["rawSql"]
+        for path in DASHBOARDS
+        for panel in panels(json.loads(path.read_text()))
+        if panel["title"] in ("Records seen, failures, acted on", "Records seen by shape")
+        for target in panel["targets"]
+    ]
+    rows = store.query(expand(over_time))
+    assert sum(r["seen"] for r in rows) == 100 and sum(r["failures"] for r in rows) == 2
+    assert sum(r["acted_on"] for r in rows) == 1  # the one executed row of the sample
+    assert store.query(expand(by_shape)) == [
+        {
+            "shape": "adf_diagnostic",
+            "seen": 100,
+            "alerts": 2,
+            "no_action_needed": 97,
+            "outside_estate": 0,
+            "invalid": 1,
+        }
+    ]
+    assert store.query(expand(by_shape, {"source": ["databricks"]})) == []
