@@ -186,6 +186,9 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     @topology.app.task
     async def tell_loop() -> None:  # a start-up task: Faust's logging is set up by then
         log.info("event loop: %s (%s)", loop_name, type(asyncio.get_running_loop()).__name__)
+        from pipemedic import taskdump
+
+        taskdump.install(asyncio.get_running_loop())  # kill -USR2: each task's await chain
 
     # Faust (mode) sets up the root logger again as it starts: ours instead of its own
     worker = faust.Worker(topology.app, loglevel=level, quiet=True, logging_config=logs)
