@@ -20,7 +20,13 @@ import socket
 from typing import Any
 
 from agents import metrics
-from agents.common import CRASH_WORKER, dead_letter, dead_letter_failure, origin_of
+from agents.common import (
+    CRASH_WORKER,
+    InOrderAcks,
+    dead_letter,
+    dead_letter_failure,
+    origin_of,
+)
 from agents.outbox import Outbox, send_outcomes
 from streams.app import Topology
 from streams.codecs import encode
@@ -62,18 +68,20 @@ def register(topology: Topology, classifier: Classifier, scope: EstateScope) -> 
 
     @app.agent(topology.raw, name="ingest", **CRASH_WORKER)
     async def ingest(stream: Any) -> None:
+        acks = InOrderAcks(stream)  # a copy superseded by a partition sent back is never acked
         async for events in stream.noack_take(
             settings.ingest_batch_size, within=settings.ingest_linger_s
         ):
             outbox = Outbox(topology)
             for event in events:
+                acks.take(event)
                 try:
                     await _ingest_one(topology, classifier, scope, outbox, event.message, tally)
                 except Exception as exc:  # a bug must not stop the stream; keep the message
                     await dead_letter_failure(topology, event.message, exc)
             await outbox.flush()
             for event in events:
-                await stream.ack(event)
+                await acks.done(event)
 
     return tally
 
