@@ -28,6 +28,10 @@ survivor read from its beginning, after records 0-6 reached the stream and 7 nev
 later record comes to tell: so for a while after the rebalance (``CHECK_AFTER_S``, then at
 doubling intervals) a partition whose consumer position is past the next offset a stream
 should take was fetched and dropped, and is sent back too.
+Faust itself passes over a record a stream fetched before a rebalance, or while flow was
+suspended, and acknowledges it (its stream iterator), so the commit can pass a record no stage
+ever took: an acknowledgement of a record no stream took is remembered, and if the partition
+resumed past it, the partition is sent back to it.
 Every stage downstream is idempotent, which a redelivery from the last commit requires anyway.
 Changelog partitions are Faust's table recovery's own business and are left alone.
 """
@@ -117,12 +121,17 @@ class SkippedRecords(Sensor):
         self.next: dict[Any, int] = {}  # the offset a stream should take next, per partition
         self.suspect: dict[Any, int] = {}  # fetched past ``next`` at the last check
         self.unfetched: dict[Any, int] = {}  # the broker had more, not fetched, at the last check
+        self.start: dict[Any, int] = {}  # where each partition resumed at the last rebalance
+        self.in_hand: dict[tuple[Any, int], int] = {}  # (partition, offset) taken, not acked
+        self.passed_over: dict[Any, int] = {}  # the first offset Faust acked untaken
         self.resought = 0
         self.generation = 0
 
     def expect(self, positions: Mapping[Any, int]) -> None:
         self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
         self.next = dict(positions)
+        self.start = dict(positions)
+        self.in_hand = {}  # what was in hand is read again (or acked late, at no harm)
         self.suspect = {}
         self.unfetched = {}
         self.generation += 1
@@ -140,6 +149,10 @@ class SkippedRecords(Sensor):
             self._schedule(generation, round_ + 1, after_s * 2)
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        key = (tp, offset)
+        self.in_hand[key] = self.in_hand.get(key, 0) + 1
+        if self.passed_over.get(tp) == offset:
+            del self.passed_over[tp]  # read again and taken this time
         if tp not in self.next:
             return None
         if offset >= self.next[tp]:
@@ -150,13 +163,38 @@ class SkippedRecords(Sensor):
         self._send_back(tp, start, f"records {start}-{offset - 1} were skipped")
         return None
 
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        """An acknowledgement. Of a record no stream took, it is Faust passing over a record
+        fetched before a rebalance (or while flow was suspended) and acknowledging it, which
+        lets the partition's commit pass it: remembered, and read again if it was."""
+        key = (tp, offset)
+        taken = self.in_hand.pop(key, 0)
+        if taken > 1:
+            self.in_hand[key] = taken - 1
+        elif not taken and not tp.topic.endswith(CHANGELOG_SUFFIX):
+            self.passed_over[tp] = min(self.passed_over.get(tp, offset), offset)
+
     async def check(self, generation: int) -> None:
         """Send back each watched partition whose consumer fetched past the next offset a
         stream should take: at once when no stream took a record of it, else when no stream
         took one since the last check either."""
         if generation != self.generation:
             return  # another rebalance since: it has its own checks
+        sent = set()
+        for tp, offset in list(self.passed_over.items()):
+            start = self.start.get(tp)
+            if start is not None and offset < start:  # committed over, never taken
+                del self.passed_over[tp]
+                self.expected.pop(tp, None)
+                sent.add(tp)
+                self._send_back(
+                    tp, offset, f"records from {offset} were passed over in a rebalance"
+                )
         for tp, want in list(self.next.items()):
+            if tp in sent:
+                continue
             try:
                 position = await self.app.consumer.position(tp)
             except Exception:  # e.g. revoked meanwhile: the next rebalance looks again

@@ -170,3 +170,20 @@ async def test_a_busy_stage_that_takes_records_between_checks_is_left_alone():
     await clock.advance(100.0)
     await settle()
     assert consumer.seeks == [] and skipped.resought == 0  # the checks are over
+
+
+async def test_a_record_faust_acknowledged_without_any_stream_taking_it_is_read_again():
+    """Faust passes over a record fetched before a rebalance (or while flow was suspended)
+    and acknowledges it: the commit can then pass it, and nothing would ever take it."""
+    consumer, clock = Consumer(COMMITTED), ManualClock()
+    skipped = SkippedRecords(SimpleNamespace(consumer=consumer), clock)
+    skipped.on_stream_event_in(TP("delay-8s", 1), 10, None, None)
+    skipped.on_stream_event_out(TP("delay-8s", 1), 10, None, None)  # taken, then acked: fine
+    skipped.on_stream_event_out(TP("delay-8s", 1), 11, None, None)  # acked, never taken
+    skipped.on_stream_event_out(TP("outcomes", 2), 3, None, None)  # likewise, then read again
+    skipped.on_stream_event_in(TP("outcomes", 2), 3, None, None)
+    skipped.expect({TP("delay-8s", 1): 12, TP("outcomes", 2): 7})  # the commit passed 11
+    consumer.positions = {TP("delay-8s", 1): 12, TP("outcomes", 2): 7}
+    await clock.advance(5.0)
+    await settle()
+    assert consumer.seeks == [(TP("delay-8s", 1), 11)] and skipped.resought == 1
