@@ -121,7 +121,7 @@ class SkippedRecords(Sensor):
         self.next: dict[Any, int] = {}  # the offset a stream should take next, per partition
         self.suspect: dict[Any, int] = {}  # fetched past ``next`` at the last check
         self.unfetched: dict[Any, int] = {}  # the broker had more, not fetched, at the last check
-        self.start: dict[Any, int] = {}  # where each partition resumed at the last rebalance
+        self.resumed_at: dict[Any, int] = {}  # where each partition resumed at the last rebalance
         self.in_hand: dict[tuple[Any, int], int] = {}  # (partition, offset) taken, not acked
         self.passed_over: dict[Any, int] = {}  # the first offset Faust acked untaken
         self.resought = 0
@@ -130,7 +130,7 @@ class SkippedRecords(Sensor):
     def expect(self, positions: Mapping[Any, int]) -> None:
         self.expected = dict(positions)  # a new rebalance: what the last one expected is moot
         self.next = dict(positions)
-        self.start = dict(positions)
+        self.resumed_at = dict(positions)
         self.in_hand = {}  # what was in hand is read again (or acked late, at no harm)
         self.suspect = {}
         self.unfetched = {}
@@ -184,7 +184,7 @@ class SkippedRecords(Sensor):
             return  # another rebalance since: it has its own checks
         sent = set()
         for tp, offset in list(self.passed_over.items()):
-            start = self.start.get(tp)
+            start = self.resumed_at.get(tp)
             if start is not None and offset < start:  # committed over, never taken
                 del self.passed_over[tp]
                 self.expected.pop(tp, None)

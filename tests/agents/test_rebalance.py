@@ -187,3 +187,10 @@ async def test_a_record_faust_acknowledged_without_any_stream_taking_it_is_read_
     await clock.advance(5.0)
     await settle()
     assert consumer.seeks == [(TP("delay-8s", 1), 11)] and skipped.resought == 1
+
+
+def test_the_sensor_keeps_the_service_it_is():
+    """A Faust sensor is a mode Service: an attribute named like one of its methods (``start``
+    was one) stops the worker from starting."""
+    skipped = SkippedRecords(SimpleNamespace(consumer=None), ManualClock())
+    assert all(callable(getattr(skipped, name)) for name in ("start", "stop", "restart"))
