@@ -38,7 +38,7 @@ from streams.policy.replays import marked, replay_mark
 from streams.policy.root_cause import explained
 from streams.policy.rules import Classifier
 from streams.policy.scope import EstateScope, ignored_row
-from streams.policy.tally import IngestTally
+from streams.policy.tally import IngestTally, message_counts
 
 
 def classify_alert(
@@ -128,6 +128,7 @@ async def _ingest_one(
             await sent  # the broker has it before the raw message is acknowledged
         else:
             outbox.add_classified(record)
-    metrics.count_ingested(found.shape, found.alerts, found.skipped, ignored)
+    counts = message_counts(len(found.alerts), found.skipped, ignored)
+    metrics.count_ingested(found.shape, counts, found.alerts)
     if tally is not None:
-        tally.add(found.shape, alerts=len(found.alerts), skipped=found.skipped, ignored=ignored)
+        tally.add(found.shape, counts)

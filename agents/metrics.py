@@ -109,19 +109,18 @@ def consumer_lag(app: Any) -> dict[tuple[str, ...], float]:
     return lag
 
 
-def count_ingested(
-    shape: str, alerts: tuple[Alert, ...], skipped: tuple[str, ...], ignored: int
-) -> None:
+def count_ingested(shape: str, counts: Mapping[str, int], alerts: tuple[Alert, ...]) -> None:
+    """One raw message: its records by what became of them (``message_counts``) and the
+    failures among its ``alerts``."""
     MESSAGES.labels("ok").inc()
-    invalid = sum(1 for reason in skipped if reason.startswith("invalid:"))
-    for outcome, n in (
-        ("alert", len(alerts) - ignored),
-        ("ignored", ignored),
-        ("dropped", len(skipped) - invalid),
-        ("invalid", invalid),
+    for outcome, name in (
+        ("alert", "alerts"),
+        ("ignored", "ignored"),
+        ("dropped", "dropped"),
+        ("invalid", "invalid"),
     ):
-        if n:
-            RECORDS.labels(shape, outcome).inc(n)
+        if counts[name]:
+            RECORDS.labels(shape, outcome).inc(counts[name])
     for alert in alerts:
         if alert.signal == Signal.FAILURE.value:
             FAILURES.labels(alert.source).inc()

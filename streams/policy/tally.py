@@ -30,6 +30,20 @@ SHAPE_SOURCE = {
 COUNTS = ("seen", "alerts", "dropped", "ignored", "invalid")
 
 
+def message_counts(alerts: int, skipped: tuple[str, ...], ignored: int) -> dict[str, int]:
+    """What became of one raw message's records: ``alerts`` found (``ignored`` of them outside
+    the estate) and the reasons of the records that gave none (``invalid:...`` for a malformed
+    record). The metrics endpoint and the tally count the same split."""
+    invalid = sum(1 for reason in skipped if reason.startswith("invalid:"))
+    return {
+        "seen": alerts + len(skipped),
+        "alerts": alerts - ignored,
+        "ignored": ignored,
+        "dropped": len(skipped) - invalid,
+        "invalid": invalid,
+    }
+
+
 @dataclass
 class IngestTally:
     """Counts per shape since ``since_ms`` (the start of the window)."""
@@ -37,16 +51,11 @@ class IngestTally:
     since_ms: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, shape: str, *, alerts: int, skipped: tuple[str, ...], ignored: int) -> None:
-        """One raw message: ``alerts`` found (``ignored`` of them outside the estate) and the
-        reasons of the records that gave none (``invalid:...`` for a malformed record)."""
-        invalid = sum(1 for reason in skipped if reason.startswith("invalid:"))
-        counts = self.counts.setdefault(shape, dict.fromkeys(COUNTS, 0))
-        counts["seen"] += alerts + len(skipped)
-        counts["alerts"] += alerts - ignored
-        counts["ignored"] += ignored
-        counts["dropped"] += len(skipped) - invalid
-        counts["invalid"] += invalid
+    def add(self, shape: str, counts: dict[str, int]) -> None:
+        """One raw message's :func:`message_counts`."""
+        total = self.counts.setdefault(shape, dict.fromkeys(COUNTS, 0))
+        for name in COUNTS:
+            total[name] += counts[name]
 
     def close(self, now_ms: int, worker: str) -> tuple[Outcome, ...]:
         """The window's rows (none when nothing was seen); a new window starts at ``now_ms``."""
